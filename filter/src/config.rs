@@ -1,0 +1,250 @@
+//! Plugin JSON: parsed and validated once per VM at configure time. Every
+//! error names the field it is about; a bad config stops the plugin.
+
+use crate::cipher::{Suite, KEY_LEN};
+use crate::envelope::{valid_chunk_size, valid_key_id, Kek, Keyring, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use crate::s3::Addressing;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+pub const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
+pub const DEFAULT_PBKDF2_ITERATIONS: u32 = 600_000;
+pub const MIN_PBKDF2_ITERATIONS: u32 = 100_000;
+pub const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
+pub const MIN_SALT_LEN: usize = 16;
+
+/// A configuration error: which field, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError { field: field.into(), message: message.into() }
+}
+
+/// What to do with objects that carry no encryption envelope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnencryptedObjects {
+    /// Serve them as they are (e.g. data that predates the gateway).
+    Pass,
+    /// Refuse them with an S3 error.
+    Refuse,
+}
+
+pub struct Settings {
+    pub keyring: Keyring,
+    pub suite: Suite,
+    pub chunk_size: u32,
+    pub unencrypted_objects: UnencryptedObjects,
+    pub addressing: Addressing,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    keys: Option<Vec<RawKey>>,
+    write_key: Option<String>,
+    cipher: Option<String>,
+    chunk_size: Option<u32>,
+    unencrypted_objects: Option<String>,
+    virtual_host_suffixes: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    id: Option<String>,
+    key_hex: Option<String>,
+    key_hex_env: Option<String>,
+    password: Option<String>,
+    password_env: Option<String>,
+    pbkdf2_salt: Option<String>,
+    pbkdf2_iterations: Option<u32>,
+}
+
+impl Drop for RawKey {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        if let Some(k) = self.key_hex.as_mut() {
+            k.zeroize();
+        }
+        if let Some(p) = self.password.as_mut() {
+            p.zeroize();
+        }
+    }
+}
+
+/// Parses and validates the plugin JSON. `env` looks up environment variables
+/// (those Envoy passes to the VM), so secrets need not sit in the YAML.
+pub fn parse(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+    let raw: RawConfig = serde_json::from_slice(json).map_err(|e| {
+        // serde names unknown fields and type errors in its message.
+        err("configuration", format!("invalid JSON: {e}"))
+    })?;
+
+    let suite = match raw.cipher.as_deref() {
+        None => Suite::ChaCha20Poly1305,
+        Some(name) => Suite::from_name(name).ok_or_else(|| err("cipher", format!("unknown cipher {name:?}; use \"chacha20-poly1305\" or \"aes-256-gcm\"")))?,
+    };
+    let chunk_size = raw.chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE);
+    if !valid_chunk_size(chunk_size) {
+        return Err(err("chunk_size", format!("must be a power of two from {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE}, got {chunk_size}")));
+    }
+    let unencrypted_objects = match raw.unencrypted_objects.as_deref() {
+        None | Some("pass") => UnencryptedObjects::Pass,
+        Some("refuse") => UnencryptedObjects::Refuse,
+        Some(other) => return Err(err("unencrypted_objects", format!("must be \"pass\" or \"refuse\", got {other:?}"))),
+    };
+
+    let virtual_host_suffixes = raw.virtual_host_suffixes.clone().unwrap_or_default();
+    for (i, suffix) in virtual_host_suffixes.iter().enumerate() {
+        let ok = !suffix.is_empty() && suffix.split('.').all(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        if !ok {
+            return Err(err(format!("virtual_host_suffixes[{i}]"), "must be a DNS name such as \"s3.example.com\" (no port, no scheme)"));
+        }
+    }
+    let addressing = Addressing { virtual_host_suffixes: virtual_host_suffixes.iter().map(|s| s.to_ascii_lowercase()).collect() };
+
+    let raw_keys = raw.keys.as_deref().unwrap_or_default();
+    if raw_keys.is_empty() {
+        return Err(err("keys", "at least one key is required"));
+    }
+    let mut keks: Vec<Kek> = Vec::with_capacity(raw_keys.len());
+    for (i, raw_key) in raw_keys.iter().enumerate() {
+        let field = |name: &str| format!("keys[{i}].{name}");
+        let id = raw_key.id.clone().ok_or_else(|| err(field("id"), "required"))?;
+        if !valid_key_id(&id) {
+            return Err(err(field("id"), "1-64 characters from A-Z a-z 0-9 . _ -"));
+        }
+        if keks.iter().any(|k| k.id == id) {
+            return Err(err(field("id"), format!("duplicate key id {id:?}")));
+        }
+        let key = key_material(raw_key, &field, env)?;
+        keks.push(Kek::new(id, key));
+    }
+
+    let write_key = match raw.write_key {
+        Some(id) => id,
+        None if keks.len() == 1 => keks.first().map(|k| k.id.clone()).unwrap_or_default(),
+        None => return Err(err("write_key", "required when more than one key is configured")),
+    };
+    let keyring = Keyring::new(keks, &write_key).ok_or_else(|| err("write_key", format!("no key with id {write_key:?}")))?;
+    Ok(Settings { keyring, suite, chunk_size, unencrypted_objects, addressing })
+}
+
+fn secret(value: &Option<String>, env_name: &Option<String>, field: &dyn Fn(&str) -> String, name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Zeroizing<String>>, ConfigError> {
+    match (value, env_name) {
+        (Some(_), Some(_)) => Err(err(field(name), format!("give either {name} or {name}_env, not both"))),
+        (Some(v), None) => Ok(Some(Zeroizing::new(v.clone()))),
+        (None, Some(var)) => env(var).map(|v| Some(Zeroizing::new(v))).ok_or_else(|| err(field(&format!("{name}_env")), format!("environment variable {var:?} is not set in the VM"))),
+        (None, None) => Ok(None),
+    }
+}
+
+fn key_material(raw: &RawKey, field: &dyn Fn(&str) -> String, env: &dyn Fn(&str) -> Option<String>) -> Result<Zeroizing<[u8; KEY_LEN]>, ConfigError> {
+    let key_hex = secret(&raw.key_hex, &raw.key_hex_env, field, "key_hex", env)?;
+    let password = secret(&raw.password, &raw.password_env, field, "password", env)?;
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    match (key_hex, password) {
+        (Some(hex_key), None) => {
+            if raw.pbkdf2_salt.is_some() || raw.pbkdf2_iterations.is_some() {
+                return Err(err(field("pbkdf2_salt"), "only valid with password"));
+            }
+            hex::decode_to_slice(hex_key.trim(), key.as_mut_slice()).map_err(|_| err(field("key_hex"), "must be 64 hex digits (32 bytes)"))?;
+        }
+        (None, Some(password)) => {
+            if password.is_empty() {
+                return Err(err(field("password"), "must not be empty"));
+            }
+            let salt = raw.pbkdf2_salt.as_deref().ok_or_else(|| err(field("pbkdf2_salt"), "required with password"))?;
+            if salt.len() < MIN_SALT_LEN {
+                return Err(err(field("pbkdf2_salt"), format!("at least {MIN_SALT_LEN} bytes")));
+            }
+            let iterations = raw.pbkdf2_iterations.unwrap_or(DEFAULT_PBKDF2_ITERATIONS);
+            if !(MIN_PBKDF2_ITERATIONS..=MAX_PBKDF2_ITERATIONS).contains(&iterations) {
+                return Err(err(field("pbkdf2_iterations"), format!("must be from {MIN_PBKDF2_ITERATIONS} to {MAX_PBKDF2_ITERATIONS}")));
+            }
+            pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password.as_bytes(), salt.as_bytes(), iterations, key.as_mut_slice());
+        }
+        (Some(_), Some(_)) => return Err(err(field("key_hex"), "give either key_hex or password, not both")),
+        (None, None) => return Err(err(field("key_hex"), "each key needs key_hex (or key_hex_env) or password (or password_env)")),
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn field_of(json: &str) -> String {
+        match parse(json.as_bytes(), &no_env) {
+            Ok(_) => "ok".into(),
+            Err(e) => e.field,
+        }
+    }
+
+    #[test]
+    fn minimal_config_uses_defaults() {
+        let s = parse(format!(r#"{{"keys":[{{"id":"main","key_hex":"{HEX}"}}]}}"#).as_bytes(), &no_env).unwrap();
+        assert_eq!(s.suite, Suite::ChaCha20Poly1305);
+        assert_eq!(s.chunk_size, 65_536);
+        assert_eq!(s.unencrypted_objects, UnencryptedObjects::Pass);
+        assert_eq!(s.keyring.active_id(), "main");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(field_of("{}"), "keys");
+        assert_eq!(field_of("not json"), "configuration");
+        assert_eq!(field_of(r#"{"keys":[],"bogus":1}"#), "configuration");
+        assert_eq!(field_of(&format!(r#"{{"keys":[{{"id":"a","key_hex":"{HEX}"}}],"cipher":"des"}}"#)), "cipher");
+        assert_eq!(field_of(&format!(r#"{{"keys":[{{"id":"a","key_hex":"{HEX}"}}],"chunk_size":1000}}"#)), "chunk_size");
+        assert_eq!(field_of(&format!(r#"{{"keys":[{{"id":"a","key_hex":"{HEX}"}}],"chunk_size":4194304}}"#)), "chunk_size");
+        assert_eq!(field_of(&format!(r#"{{"keys":[{{"id":"a","key_hex":"{HEX}"}}],"unencrypted_objects":"maybe"}}"#)), "unencrypted_objects");
+        assert_eq!(field_of(r#"{"keys":[{"id":"a","key_hex":"abcd"}]}"#), "keys[0].key_hex");
+        assert_eq!(field_of(r#"{"keys":[{"id":"a"}]}"#), "keys[0].key_hex");
+        assert_eq!(field_of(&format!(r#"{{"keys":[{{"key_hex":"{HEX}"}}]}}"#)), "keys[0].id");
+        assert_eq!(field_of(&format!(r#"{{"keys":[{{"id":"a b","key_hex":"{HEX}"}}]}}"#)), "keys[0].id");
+        assert_eq!(field_of(&format!(r#"{{"keys":[{{"id":"a","key_hex":"{HEX}"}},{{"id":"a","key_hex":"{HEX}"}}]}}"#)), "keys[1].id");
+        assert_eq!(field_of(&format!(r#"{{"keys":[{{"id":"a","key_hex":"{HEX}"}},{{"id":"b","key_hex":"{HEX}"}}]}}"#)), "write_key");
+        assert_eq!(field_of(&format!(r#"{{"keys":[{{"id":"a","key_hex":"{HEX}"}}],"write_key":"z"}}"#)), "write_key");
+        assert_eq!(field_of(r#"{"keys":[{"id":"a","password":"pw"}]}"#), "keys[0].pbkdf2_salt");
+        assert_eq!(field_of(r#"{"keys":[{"id":"a","password":"pw","pbkdf2_salt":"short"}]}"#), "keys[0].pbkdf2_salt");
+        assert_eq!(field_of(r#"{"keys":[{"id":"a","password":"pw","pbkdf2_salt":"0123456789abcdef","pbkdf2_iterations":10}]}"#), "keys[0].pbkdf2_iterations");
+        assert_eq!(field_of(r#"{"keys":[{"id":"a","password_env":"NOPE"}]}"#), "keys[0].password_env");
+        assert_eq!(field_of(&format!(r#"{{"keys":[{{"id":"a","key_hex":"{HEX}"}}],"virtual_host_suffixes":["http://x:1"]}}"#)), "virtual_host_suffixes[0]");
+    }
+
+    #[test]
+    fn password_key_is_pbkdf2_sha256() {
+        let json = r#"{"keys":[{"id":"pw","password":"correct horse","pbkdf2_salt":"0123456789abcdef","pbkdf2_iterations":100000}]}"#;
+        let s = parse(json.as_bytes(), &no_env).unwrap();
+        // The same password and salt must give the same KEK: a DEK wrapped by
+        // one parse unwraps with another.
+        let (env, dek) = s.keyring.new_object(Suite::ChaCha20Poly1305, 65_536, None).unwrap();
+        let again = parse(json.as_bytes(), &no_env).unwrap();
+        assert_eq!(*again.keyring.open(&env).unwrap(), *dek);
+    }
+
+    #[test]
+    fn secrets_from_the_environment() {
+        let env = |name: &str| (name == "KEK_HEX").then(|| HEX.to_string());
+        let s = parse(br#"{"keys":[{"id":"a","key_hex_env":"KEK_HEX"}]}"#, &env).unwrap();
+        assert_eq!(s.keyring.active_id(), "a");
+    }
+}

@@ -1,0 +1,335 @@
+//! proxy-wasm glue: reads from the host, calls the core, writes back. Every
+//! callback goes through a function returning `Result`; an error becomes an
+//! S3 XML reply (before the response started) or a reset (after). Nothing
+//! here may panic: a panic kills the VM.
+
+use crate::config::{self, Settings};
+use crate::envelope::{Envelope, METADATA_HEADER};
+use crate::host::{self, HostError};
+use crate::put::{self, header, HeaderEdits, Upload};
+use crate::read::{self, BodyPlan, ReadRequest};
+use crate::s3::{self, Operation, RequestLine, S3Error};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use std::rc::Rc;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+}}
+
+/// Counters shown on Envoy's stats pages as `wasmcustom.s3crypt_*`.
+#[derive(Default)]
+struct Metrics {
+    objects_encrypted: Option<u32>,
+    bytes_encrypted: Option<u32>,
+    objects_decrypted: Option<u32>,
+    bytes_decrypted: Option<u32>,
+    auth_failures: Option<u32>,
+    requests_refused: Option<u32>,
+}
+
+impl Metrics {
+    fn define() -> Metrics {
+        let counter = |name: &str| host::define_counter(name).ok();
+        Metrics {
+            objects_encrypted: counter("s3crypt_objects_encrypted"),
+            bytes_encrypted: counter("s3crypt_bytes_encrypted"),
+            objects_decrypted: counter("s3crypt_objects_decrypted"),
+            bytes_decrypted: counter("s3crypt_bytes_decrypted"),
+            auth_failures: counter("s3crypt_auth_failures"),
+            requests_refused: counter("s3crypt_requests_refused"),
+        }
+    }
+
+    fn add(id: Option<u32>, by: u64) {
+        if let Some(id) = id {
+            host::increment(id, by);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Root {
+    settings: Option<Rc<Settings>>,
+    metrics: Rc<Metrics>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        self.metrics = Rc::new(Metrics::define());
+        let json = match host::plugin_configuration() {
+            Ok(json) => json,
+            Err(HostError(status)) => {
+                host::log(host::LOG_ERROR, &format!("s3crypt: cannot read the plugin configuration (status {status}); refusing all requests"));
+                self.settings = None;
+                return false;
+            }
+        };
+        match config::parse(&json, &|name| std::env::var(name).ok()) {
+            Ok(settings) => {
+                host::log(
+                    host::LOG_INFO,
+                    &format!("s3crypt: configured: cipher {}, chunk_size {}, write key id {:?}", settings.suite.name(), settings.chunk_size, settings.keyring.active_id()),
+                );
+                self.settings = Some(Rc::new(settings));
+                true
+            }
+            Err(e) => {
+                host::log(host::LOG_ERROR, &format!("s3crypt: invalid configuration: {e}; refusing all requests"));
+                self.settings = None;
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Exchange { settings: self.settings.clone(), metrics: self.metrics.clone(), ..Exchange::default() }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// One HTTP request/response through the filter.
+#[derive(Default)]
+struct Exchange {
+    settings: Option<Rc<Settings>>,
+    metrics: Rc<Metrics>,
+    resource: String,
+    operation: Option<Operation>,
+    upload: Option<Upload>,
+    /// For the PutObject response: the object's envelope and the checksums to echo.
+    stored: Option<(Envelope, Vec<(String, String)>)>,
+    read: Option<ReadRequest>,
+    body: Option<BodyPlan>,
+    /// Reused output buffer for transformed body pieces.
+    out: Vec<u8>,
+    plaintext_bytes: u64,
+    /// A local reply or reset was sent: ignore the rest of the stream.
+    finished: bool,
+}
+
+fn host_error(e: HostError) -> S3Error {
+    S3Error::new(500, "InternalError", format!("gateway host call failed (status {})", e.0))
+}
+
+fn apply(map: u32, edits: &HeaderEdits) -> Result<(), S3Error> {
+    for name in &edits.remove {
+        host::remove_header(map, name).map_err(host_error)?;
+    }
+    for (name, value) in &edits.set {
+        host::set_header(map, name, value).map_err(host_error)?;
+    }
+    Ok(())
+}
+
+fn request_id() -> String {
+    let mut id = [0u8; 8];
+    // A constant id is acceptable if the random source fails here; it only labels the error.
+    let _ = crate::cipher::random_bytes(&mut id);
+    hex::encode_upper(id)
+}
+
+impl Context for Exchange {}
+
+impl HttpContext for Exchange {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        match self.request_headers(end_of_stream) {
+            Ok(action) => action,
+            Err(e) => self.refuse(e),
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.finished {
+            return Action::Pause;
+        }
+        match self.request_body(body_size, end_of_stream) {
+            Ok(action) => action,
+            Err(e) => self.refuse(e),
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.finished {
+            return Action::Continue;
+        }
+        match self.response_headers() {
+            Ok(action) => action,
+            Err(e) => self.refuse(e),
+        }
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.finished {
+            return Action::Pause;
+        }
+        match self.response_body(body_size, end_of_stream) {
+            Ok(action) => action,
+            Err(reason) => {
+                // The response has started: the only honest end is a reset.
+                // Nothing of this piece is released.
+                Metrics::add(self.metrics.auth_failures, 1);
+                host::log(host::LOG_WARN, &format!("s3crypt: GET {} failed mid-stream: {reason}; resetting the response", self.resource));
+                let _ = host::set_buffer(host::RESPONSE_BODY, 0, body_size, &[]);
+                let _ = host::reset_response();
+                self.finished = true;
+                self.body = None;
+                Action::Pause
+            }
+        }
+    }
+}
+
+impl Exchange {
+    /// Sends an S3 XML error instead of forwarding; fails closed.
+    fn refuse(&mut self, error: S3Error) -> Action {
+        Metrics::add(self.metrics.requests_refused, 1);
+        let id = request_id();
+        let body = error.to_xml(&self.resource, &id);
+        let headers = [("content-type", "application/xml"), ("x-amz-request-id", id.as_str())];
+        if let Err(HostError(status)) = host::send_local_response(error.status, &headers, body.as_bytes()) {
+            host::log(host::LOG_ERROR, &format!("s3crypt: cannot send error reply (status {status}); resetting"));
+            let _ = host::reset_request();
+        }
+        host::log(host::LOG_INFO, &format!("s3crypt: refused {}: {} {}", self.resource, error.code, error.message));
+        self.finished = true;
+        self.upload = None;
+        self.body = None;
+        Action::Pause
+    }
+
+    fn request_headers(&mut self, end_of_stream: bool) -> Result<Action, S3Error> {
+        let settings = self.settings.clone().ok_or_else(|| S3Error::new(503, "ServiceUnavailable", "The encryption gateway is not configured; see the Envoy log."))?;
+        let headers = host::get_headers(host::REQUEST_HEADERS).map_err(host_error)?;
+        let path = header(&headers, ":path").unwrap_or("/");
+        self.resource = path.split('?').next().unwrap_or("/").to_string();
+        // Only the gateway writes its envelope; a client-sent one is dropped.
+        if header(&headers, METADATA_HEADER).is_some() {
+            host::remove_header(host::REQUEST_HEADERS, METADATA_HEADER).map_err(host_error)?;
+        }
+        let line = RequestLine {
+            method: header(&headers, ":method").unwrap_or(""),
+            path,
+            host: header(&headers, ":authority").unwrap_or(""),
+            has_copy_source: header(&headers, "x-amz-copy-source").is_some(),
+            metadata_directive_replace: header(&headers, "x-amz-metadata-directive").is_some_and(|v| v.trim().eq_ignore_ascii_case("REPLACE")),
+        };
+        let operation = s3::classify(&line, &settings.addressing);
+        self.operation = Some(operation);
+        match operation {
+            Operation::PutObject => {
+                if put::is_unsized_stream(&headers) {
+                    return Err(S3Error::new(411, "MissingContentLength", "You must provide the Content-Length HTTP header."));
+                }
+                let (edits, upload) = put::plan(&headers, &settings)?;
+                apply(host::REQUEST_HEADERS, &edits)?;
+                self.stored = Some((upload.envelope.clone(), upload.echo_checksums.clone()));
+                if end_of_stream {
+                    // A body-less PutObject: only an empty object can end here,
+                    // and an empty object has no chunk (FORMAT.md).
+                    self.out.clear();
+                    upload.finish(&mut self.out).map_err(put::upload_error)?;
+                    if !self.out.is_empty() {
+                        return Err(S3Error::new(400, "IncompleteBody", "The request ended before its Content-Length."));
+                    }
+                    Metrics::add(self.metrics.objects_encrypted, 1);
+                } else {
+                    self.upload = Some(upload);
+                }
+            }
+            Operation::GetObject | Operation::HeadObject => {
+                let (edits, request) = read::plan_request(&headers, &settings, operation == Operation::HeadObject);
+                apply(host::REQUEST_HEADERS, &edits)?;
+                self.read = Some(request);
+            }
+            Operation::CopyObjectKeepMetadata | Operation::PassThrough => {}
+            Operation::Unsupported(what) => {
+                return Err(S3Error::new(501, "NotImplemented", format!("{what} is not supported by the encryption gateway yet.")));
+            }
+        }
+        Ok(Action::Continue)
+    }
+
+    fn request_body(&mut self, body_size: usize, end_of_stream: bool) -> Result<Action, S3Error> {
+        let Some(upload) = self.upload.as_mut() else {
+            return Ok(Action::Continue);
+        };
+        let data = host::get_buffer(host::REQUEST_BODY, 0, body_size).map_err(host_error)?;
+        self.out.clear();
+        upload.push(&data, &mut self.out).map_err(put::upload_error)?;
+        self.plaintext_bytes += data.len() as u64;
+        if end_of_stream {
+            if let Some(upload) = self.upload.take() {
+                upload.finish(&mut self.out).map_err(put::upload_error)?;
+            }
+            Metrics::add(self.metrics.objects_encrypted, 1);
+            Metrics::add(self.metrics.bytes_encrypted, self.plaintext_bytes);
+        }
+        host::set_buffer(host::REQUEST_BODY, 0, body_size, &self.out).map_err(host_error)?;
+        Ok(Action::Continue)
+    }
+
+    fn response_headers(&mut self) -> Result<Action, S3Error> {
+        let Some(settings) = self.settings.clone() else {
+            return Ok(Action::Continue);
+        };
+        match self.operation {
+            Some(Operation::PutObject) => {
+                let headers = host::get_headers(host::RESPONSE_HEADERS).map_err(host_error)?;
+                if let Some((envelope, echo)) = &self.stored {
+                    let mut edits = HeaderEdits { remove: put::plaintext_integrity_headers(), set: echo.clone() };
+                    if let Some(etag) = read::client_etag(envelope, header(&headers, "etag")) {
+                        edits.set.push(("etag".into(), etag));
+                    }
+                    apply(host::RESPONSE_HEADERS, &edits)?;
+                }
+            }
+            Some(Operation::GetObject) | Some(Operation::HeadObject) => {
+                let Some(request) = self.read.as_ref() else {
+                    return Ok(Action::Continue);
+                };
+                let headers = host::get_headers(host::RESPONSE_HEADERS).map_err(host_error)?;
+                let plan = read::plan_response(&headers, request, &settings).inspect_err(|e| {
+                    if e.code == "InvalidEncryptionKey" {
+                        Metrics::add(self.metrics.auth_failures, 1);
+                    }
+                })?;
+                if let Some(status) = plan.status {
+                    host::set_header(host::RESPONSE_HEADERS, ":status", &status.to_string()).map_err(host_error)?;
+                }
+                apply(host::RESPONSE_HEADERS, &plan.edits)?;
+                if matches!(plan.body, BodyPlan::Decrypt(_)) {
+                    Metrics::add(self.metrics.objects_decrypted, 1);
+                }
+                self.body = Some(plan.body);
+            }
+            _ => {}
+        }
+        Ok(Action::Continue)
+    }
+
+    fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> Result<Action, String> {
+        let Some(body) = self.body.as_mut() else {
+            return Ok(Action::Continue);
+        };
+        if matches!(body, BodyPlan::Unchanged) {
+            return Ok(Action::Continue);
+        }
+        let data = host::get_buffer(host::RESPONSE_BODY, 0, body_size).map_err(|e| format!("host status {}", e.0))?;
+        self.out.clear();
+        body.push(&data, &mut self.out).map_err(|e| e.to_string())?;
+        if end_of_stream {
+            body.finish().map_err(|e| e.to_string())?;
+        }
+        if matches!(body, BodyPlan::Decrypt(_)) {
+            Metrics::add(self.metrics.bytes_decrypted, self.out.len() as u64);
+        }
+        host::set_buffer(host::RESPONSE_BODY, 0, body_size, &self.out).map_err(|e| format!("host status {}", e.0))?;
+        Ok(Action::Continue)
+    }
+}

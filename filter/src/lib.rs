@@ -1,0 +1,22 @@
+//! s3crypt: transparent client-side encryption for S3, as an Envoy
+//! proxy-wasm HTTP filter.
+//!
+//! The core modules are plain Rust with no host calls and are tested natively;
+//! `glue` (wasm only) maps Envoy callbacks onto them. FORMAT.md (beside this
+//! crate) specifies the stored format.
+
+pub mod cipher;
+pub mod config;
+pub mod digest;
+pub mod envelope;
+pub mod put;
+pub mod range;
+pub mod read;
+pub mod s3;
+pub mod sizes;
+pub mod stream;
+
+#[cfg(target_arch = "wasm32")]
+mod glue;
+#[cfg(target_arch = "wasm32")]
+mod host;

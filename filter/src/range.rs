@@ -1,0 +1,114 @@
+//! `Range: bytes=...` on plaintext, mapped to whole ciphertext chunks.
+//! See FORMAT.md, "Range reads". One range per request, as S3 supports.
+
+use crate::sizes::chunk_offset;
+use crate::stream::CHUNK_OVERHEAD;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ByteRange {
+    /// `bytes=a-b` (inclusive).
+    Span(u64, u64),
+    /// `bytes=a-`.
+    From(u64),
+    /// `bytes=-n`: the last n bytes.
+    Suffix(u64),
+}
+
+/// Parses a single byte range. `None` means "not a range S3 honours": S3
+/// ignores such a header and returns the whole object, and so do we.
+pub fn parse(value: &str) -> Option<ByteRange> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let number = |s: &str| -> Option<u64> { if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) { None } else { s.parse().ok() } };
+    match (first.trim(), last.trim()) {
+        ("", n) => number(n).map(ByteRange::Suffix),
+        (a, "") => number(a).map(ByteRange::From),
+        (a, b) => {
+            let (a, b) = (number(a)?, number(b)?);
+            (a <= b).then_some(ByteRange::Span(a, b))
+        }
+    }
+}
+
+/// The ciphertext range to ask the backend for: whole chunks covering the
+/// plaintext range, for objects sealed with `chunk_size`.
+pub fn upstream_header(range: ByteRange, chunk_size: u32) -> Option<String> {
+    let c = u64::from(chunk_size);
+    let sealed = c + CHUNK_OVERHEAD as u64;
+    Some(match range {
+        ByteRange::Span(a, b) => {
+            let start = chunk_offset(a / c, chunk_size)?;
+            let end = chunk_offset(b / c + 1, chunk_size)?.checked_sub(1)?;
+            format!("bytes={start}-{end}")
+        }
+        ByteRange::From(a) => format!("bytes={}-", chunk_offset(a / c, chunk_size)?),
+        // The last n plaintext bytes lie in at most ceil(n/C) + 1 chunks (the
+        // final chunk may be short).
+        ByteRange::Suffix(n) => format!("bytes=-{}", n.div_ceil(c).checked_add(1)?.checked_mul(sealed)?),
+    })
+}
+
+/// The inclusive plaintext span a range selects in an object of `len` bytes,
+/// or `None` when it is unsatisfiable (S3's 416 InvalidRange).
+pub fn resolve(range: ByteRange, len: u64) -> Option<(u64, u64)> {
+    let last = len.checked_sub(1)?;
+    match range {
+        ByteRange::Span(a, b) if a <= last => Some((a, b.min(last))),
+        ByteRange::From(a) if a <= last => Some((a, last)),
+        ByteRange::Suffix(n) if n > 0 => Some((len.saturating_sub(n), last)),
+        _ => None,
+    }
+}
+
+/// Parses `Content-Range: bytes s-e/total` into (s, e, total).
+pub fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (span, total) = rest.split_once('/')?;
+    let (s, e) = span.split_once('-')?;
+    let (s, e, total) = (s.trim().parse().ok()?, e.trim().parse().ok()?, total.trim().parse().ok()?);
+    (s <= e && e < total).then_some((s, e, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_single_ranges_only() {
+        assert_eq!(parse("bytes=0-9"), Some(ByteRange::Span(0, 9)));
+        assert_eq!(parse("bytes=5-"), Some(ByteRange::From(5)));
+        assert_eq!(parse("bytes=-5"), Some(ByteRange::Suffix(5)));
+        for bad in ["bytes=9-0", "bytes=0-1,3-4", "items=0-1", "bytes=a-b", "bytes=-", "bytes=+1-2"] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn maps_to_whole_chunks() {
+        let c = 65_536;
+        assert_eq!(upstream_header(ByteRange::Span(0, 0), c).as_deref(), Some("bytes=0-65575"));
+        assert_eq!(upstream_header(ByteRange::Span(65_536, 65_537), c).as_deref(), Some("bytes=65576-131151"));
+        assert_eq!(upstream_header(ByteRange::Span(65_535, 65_536), c).as_deref(), Some("bytes=0-131151"));
+        assert_eq!(upstream_header(ByteRange::From(131_072), c).as_deref(), Some("bytes=131152-"));
+        assert_eq!(upstream_header(ByteRange::Suffix(1), c).as_deref(), Some("bytes=-131152"));
+    }
+
+    #[test]
+    fn resolves_like_s3() {
+        assert_eq!(resolve(ByteRange::Span(0, 99), 10), Some((0, 9)));
+        assert_eq!(resolve(ByteRange::Span(10, 12), 10), None);
+        assert_eq!(resolve(ByteRange::From(9), 10), Some((9, 9)));
+        assert_eq!(resolve(ByteRange::Suffix(20), 10), Some((0, 9)));
+        assert_eq!(resolve(ByteRange::Suffix(0), 10), None);
+        assert_eq!(resolve(ByteRange::From(0), 0), None);
+    }
+
+    #[test]
+    fn content_range() {
+        assert_eq!(parse_content_range("bytes 0-9/10"), Some((0, 9, 10)));
+        assert_eq!(parse_content_range("bytes */10"), None);
+    }
+}
