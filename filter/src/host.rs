@@ -126,6 +126,8 @@ fn decode_pairs(bytes: &[u8]) -> Option<Vec<(String, String)>> {
     Some(pairs)
 }
 
+// wasm32 has 32-bit usize: these lengths always fit u32.
+#[allow(clippy::cast_possible_truncation)]
 fn encode_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());

@@ -212,7 +212,8 @@ impl BodyPlan {
                 let piece_end = piece_start + data.len() as u64;
                 let from = (*skip).clamp(piece_start, piece_end) - piece_start;
                 let to = (*skip + *len).clamp(piece_start, piece_end) - piece_start;
-                if let Some(s) = data.get(from as usize..to as usize) {
+                // from <= to <= data.len(), so both fit usize.
+                if let Some(s) = data.get(usize::try_from(from).unwrap_or(usize::MAX)..usize::try_from(to).unwrap_or(usize::MAX)) {
                     out.extend_from_slice(s);
                 }
                 *seen = piece_end;

@@ -131,10 +131,7 @@ impl ChunkHeader {
 /// segment key = HKDF-SHA256(DEK, salt, "s3crypt v1 segment key" || suite id || part).
 pub fn segment_key(dek: &[u8; KEY_LEN], suite: Suite, salt: &[u8; SALT_LEN], part: u32) -> Zeroizing<[u8; KEY_LEN]> {
     let hk = Hkdf::<Sha256>::new(Some(salt), dek);
-    let mut info = [0u8; SEGMENT_KEY_INFO.len() + 5];
-    info[..SEGMENT_KEY_INFO.len()].copy_from_slice(SEGMENT_KEY_INFO);
-    info[SEGMENT_KEY_INFO.len()] = suite.id();
-    info[SEGMENT_KEY_INFO.len() + 1..].copy_from_slice(&part.to_be_bytes());
+    let info = [SEGMENT_KEY_INFO, &[suite.id()], &part.to_be_bytes()].concat();
     let mut key = Zeroizing::new([0u8; KEY_LEN]);
     // 32 bytes is far below HKDF-SHA256's 255*32 limit, so expand cannot fail;
     // an all-zero key would only result if it did, and is never used then.
@@ -375,12 +372,10 @@ impl ChunkOpener {
 
     /// Total bytes of the chunk being received, as far as known.
     fn bytes_needed(&self) -> usize {
+        // The length field is the header's last three bytes.
         match self.buf.get(..HEADER_LEN) {
-            Some(h) => {
-                let len = usize::from(h[21]) << 16 | usize::from(h[22]) << 8 | usize::from(h[23]);
-                HEADER_LEN + len + TAG_LEN
-            }
-            None => HEADER_LEN,
+            Some([.., l0, l1, l2]) => HEADER_LEN + (usize::from(*l0) << 16 | usize::from(*l1) << 8 | usize::from(*l2)) + TAG_LEN,
+            _ => HEADER_LEN,
         }
     }
 
@@ -451,7 +446,8 @@ impl ChunkOpener {
         let chunk_end = chunk_start + body.len() as u64;
         let from = self.window.want_start.clamp(chunk_start, chunk_end) - chunk_start;
         let to = self.window.want_end.clamp(chunk_start, chunk_end) - chunk_start;
-        if let Some(wanted) = body.get(from as usize..to as usize) {
+        // from <= to <= body.len(), so both fit usize.
+        if let Some(wanted) = body.get(usize::try_from(from).unwrap_or(usize::MAX)..usize::try_from(to).unwrap_or(usize::MAX)) {
             out.extend_from_slice(wanted);
         }
         self.plain_offset = chunk_end;
