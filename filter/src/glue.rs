@@ -63,7 +63,7 @@ impl RootContext for Root {
         let json = match host::plugin_configuration() {
             Ok(json) => json,
             Err(HostError(status)) => {
-                host::log(host::LOG_ERROR, &format!("s3crypt: cannot read the plugin configuration (status {status}); refusing all requests"));
+                host::log(host::LOG_ERROR, &format!("cannot read the plugin configuration (status {status}); refusing all requests"));
                 self.settings = None;
                 return false;
             }
@@ -72,13 +72,13 @@ impl RootContext for Root {
             Ok(settings) => {
                 host::log(
                     host::LOG_INFO,
-                    &format!("s3crypt: configured: cipher {}, chunk_size {}, write key id {:?}", settings.suite.name(), settings.chunk_size, settings.keyring.active_id()),
+                    &format!("configured: cipher {}, chunk_size {}, write key id {:?}", settings.suite.name(), settings.chunk_size, settings.keyring.active_id()),
                 );
                 self.settings = Some(Rc::new(settings));
                 true
             }
             Err(e) => {
-                host::log(host::LOG_ERROR, &format!("s3crypt: invalid configuration: {e}; refusing all requests"));
+                host::log(host::LOG_ERROR, &format!("invalid configuration: {e}; refusing all requests"));
                 self.settings = None;
                 false
             }
@@ -165,8 +165,9 @@ impl HttpContext for Exchange {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        // After a refusal the body going out is our own local reply: let it pass.
         if self.finished {
-            return Action::Pause;
+            return Action::Continue;
         }
         match self.response_body(body_size, end_of_stream) {
             Ok(action) => action,
@@ -174,7 +175,7 @@ impl HttpContext for Exchange {
                 // The response has started: the only honest end is a reset.
                 // Nothing of this piece is released.
                 Metrics::add(self.metrics.auth_failures, 1);
-                host::log(host::LOG_WARN, &format!("s3crypt: GET {} failed mid-stream: {reason}; resetting the response", self.resource));
+                host::log(host::LOG_WARN, &format!("GET {} failed mid-stream: {reason}; resetting the response", self.resource));
                 let _ = host::set_buffer(host::RESPONSE_BODY, 0, body_size, &[]);
                 let _ = host::reset_response();
                 self.finished = true;
@@ -193,10 +194,10 @@ impl Exchange {
         let body = error.to_xml(&self.resource, &id);
         let headers = [("content-type", "application/xml"), ("x-amz-request-id", id.as_str())];
         if let Err(HostError(status)) = host::send_local_response(error.status, &headers, body.as_bytes()) {
-            host::log(host::LOG_ERROR, &format!("s3crypt: cannot send error reply (status {status}); resetting"));
+            host::log(host::LOG_ERROR, &format!("cannot send error reply (status {status}); resetting"));
             let _ = host::reset_request();
         }
-        host::log(host::LOG_INFO, &format!("s3crypt: refused {}: {} {}", self.resource, error.code, error.message));
+        host::log(host::LOG_INFO, &format!("refused {}: {} {}", self.resource, error.code, error.message));
         self.finished = true;
         self.upload = None;
         self.body = None;
@@ -295,7 +296,7 @@ impl Exchange {
                 };
                 let headers = host::get_headers(host::RESPONSE_HEADERS).map_err(host_error)?;
                 let plan = read::plan_response(&headers, request, &settings).inspect_err(|e| {
-                    if e.code == "InvalidEncryptionKey" {
+                    if e.status == 403 || e.code == "InternalError" {
                         Metrics::add(self.metrics.auth_failures, 1);
                     }
                 })?;
@@ -303,7 +304,7 @@ impl Exchange {
                     host::set_header(host::RESPONSE_HEADERS, ":status", &status.to_string()).map_err(host_error)?;
                 }
                 apply(host::RESPONSE_HEADERS, &plan.edits)?;
-                if matches!(plan.body, BodyPlan::Decrypt(_)) {
+                if matches!(plan.body, BodyPlan::Decrypt { .. }) {
                     Metrics::add(self.metrics.objects_decrypted, 1);
                 }
                 self.body = Some(plan.body);
@@ -326,7 +327,7 @@ impl Exchange {
         if end_of_stream {
             body.finish().map_err(|e| e.to_string())?;
         }
-        if matches!(body, BodyPlan::Decrypt(_)) {
+        if matches!(body, BodyPlan::Decrypt { .. }) {
             Metrics::add(self.metrics.bytes_decrypted, self.out.len() as u64);
         }
         host::set_buffer(host::RESPONSE_BODY, 0, body_size, &self.out).map_err(|e| format!("host status {}", e.0))?;

@@ -3,6 +3,7 @@
 //! on non-UTF-8 header values), and a panic kills the VM, so the filter
 //! declares the ABI imports itself. ABI: proxy-wasm 0.2.1, as Envoy exports it.
 
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, StreamType};
 use std::ptr::{null, null_mut};
 
 /// A non-OK proxy-wasm status, kept as the raw number for the log.
@@ -12,18 +13,19 @@ pub struct HostError(pub u32);
 const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
 
-pub const REQUEST_HEADERS: u32 = 0;
-pub const RESPONSE_HEADERS: u32 = 2;
-pub const REQUEST_BODY: u32 = 0;
-pub const RESPONSE_BODY: u32 = 1;
-const PLUGIN_CONFIGURATION: u32 = 7;
-const STREAM_HTTP_REQUEST: u32 = 2;
-const STREAM_HTTP_RESPONSE: u32 = 3;
-const METRIC_COUNTER: u32 = 0;
+// The ABI numbers, taken from the SDK's enums so they cannot drift.
+pub const REQUEST_HEADERS: u32 = MapType::HttpRequestHeaders as u32;
+pub const RESPONSE_HEADERS: u32 = MapType::HttpResponseHeaders as u32;
+pub const REQUEST_BODY: u32 = BufferType::HttpRequestBody as u32;
+pub const RESPONSE_BODY: u32 = BufferType::HttpResponseBody as u32;
+const PLUGIN_CONFIGURATION: u32 = BufferType::PluginConfiguration as u32;
+const STREAM_HTTP_REQUEST: u32 = StreamType::HttpRequest as u32;
+const STREAM_HTTP_RESPONSE: u32 = StreamType::HttpResponse as u32;
+const METRIC_COUNTER: u32 = MetricType::Counter as u32;
 
-pub const LOG_INFO: u32 = 2;
-pub const LOG_WARN: u32 = 3;
-pub const LOG_ERROR: u32 = 4;
+pub const LOG_INFO: u32 = LogLevel::Info as u32;
+pub const LOG_WARN: u32 = LogLevel::Warn as u32;
+pub const LOG_ERROR: u32 = LogLevel::Error as u32;
 
 #[link(wasm_import_module = "env")]
 extern "C" {

@@ -41,8 +41,9 @@ pub enum BodyPlan {
     Unchanged,
     /// Forward only `[skip, skip + len)` of an unencrypted object's body.
     Slice { skip: u64, len: u64, seen: u64 },
-    /// Decrypt and release only authenticated plaintext.
-    Decrypt(Box<ChunkOpener>),
+    /// Drop `skip` bytes (a partial leading chunk), then decrypt and release
+    /// only authenticated plaintext.
+    Decrypt { skip: u64, opener: Box<ChunkOpener> },
 }
 
 pub struct ResponsePlan {
@@ -74,19 +75,23 @@ fn status_of(headers: &Headers) -> u32 {
     header(headers, ":status").and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
+/// Key problems answer 403 AccessDenied, as S3 does for a GET with the wrong
+/// SSE-C key; a damaged object answers 500 InternalError. Both name the cause.
 pub fn envelope_read_error(e: EnvelopeError) -> S3Error {
     match e {
-        EnvelopeError::UnknownKeyId(id) => S3Error::new(500, "InvalidEncryptionKey", format!("The object was encrypted with key id {id:?}, which this gateway does not have.")),
-        EnvelopeError::UnwrapFailed(id) => {
-            S3Error::new(500, "InvalidEncryptionKey", format!("The gateway's key {id:?} cannot decrypt this object: the key differs from the one that wrote it, or the object's metadata was altered."))
-        }
-        EnvelopeError::UnsupportedVersion => S3Error::new(500, "InvalidEncryptionKey", "The object was written by a newer format version than this gateway supports."),
-        EnvelopeError::Malformed | EnvelopeError::RandomUnavailable => S3Error::new(500, "InvalidEncryptionKey", "The object's encryption metadata is corrupt."),
+        EnvelopeError::UnknownKeyId(id) => S3Error::new(403, "AccessDenied", format!("The object was encrypted under key id {id:?}, which this gateway is not configured with.")),
+        EnvelopeError::UnwrapFailed(id) => S3Error::new(
+            403,
+            "AccessDenied",
+            format!("The gateway's key {id:?} does not decrypt this object: the key differs from the one that wrote it, or the object's encryption metadata was altered."),
+        ),
+        EnvelopeError::UnsupportedVersion => S3Error::new(500, "InternalError", "The object was written in a newer format version than this gateway reads."),
+        EnvelopeError::Malformed | EnvelopeError::RandomUnavailable => corrupt("its encryption metadata is malformed"),
     }
 }
 
 fn corrupt(what: &str) -> S3Error {
-    S3Error::new(500, "InvalidEncryptionKey", format!("The stored object is not a valid encrypted object: {what}."))
+    S3Error::new(500, "InternalError", format!("The stored object failed the gateway's integrity check: {what}."))
 }
 
 /// Plans the response to a GET/HEAD of an object from its response headers.
@@ -136,14 +141,12 @@ pub fn plan_response(headers: &Headers, request: &ReadRequest, settings: &Settin
         return Err(corrupt("its length differs from the length recorded at upload (truncated or extended)"));
     }
 
+    // A suffix range (or a backend that ignores alignment) can start inside a
+    // chunk: skip to the next chunk boundary.
     let sealed = u64::from(chunk) + CHUNK_OVERHEAD as u64;
-    if start % sealed != 0 || (request.range.is_some() && chunk != request.aligned_to && start != 0) {
-        return Err(S3Error::new(
-            500,
-            "InternalError",
-            format!("The object was written with chunk_size {chunk}; ranged reads of it need the gateway configured with that chunk size."),
-        ));
-    }
+    let aligned_start = start.div_ceil(sealed).saturating_mul(sealed).min(received_end);
+    let skip = aligned_start - start;
+    let start = aligned_start;
     let plain_start = start / sealed * u64::from(chunk);
 
     let wanted = match request.range {
@@ -160,7 +163,8 @@ pub fn plan_response(headers: &Headers, request: &ReadRequest, settings: &Settin
     // The received chunks must cover what is wanted.
     let received_plain_end = if received_end == total { plain_total } else { (received_end / sealed) * u64::from(chunk) };
     if want_start < plain_start || want_end > received_plain_end {
-        return Err(S3Error::new(500, "InternalError", "The backend returned a range that does not cover the requested bytes."));
+        let why = if chunk == request.aligned_to { String::new() } else { format!(" (the object was written with chunk_size {chunk}; ranged reads of it need that chunk_size configured)") };
+        return Err(S3Error::new(500, "InternalError", format!("The backend returned a range that does not cover the requested bytes{why}.")));
     }
 
     edits.remove = ciphertext_headers();
@@ -179,7 +183,7 @@ pub fn plan_response(headers: &Headers, request: &ReadRequest, settings: &Settin
         BodyPlan::Unchanged
     } else {
         let window = ReadWindow { object_len: total, start, end: received_end, plain_start, want_start, want_end };
-        BodyPlan::Decrypt(Box::new(ChunkOpener::new(dek, envelope.suite, chunk, window)))
+        BodyPlan::Decrypt { skip, opener: Box::new(ChunkOpener::new(dek, envelope.suite, chunk, window)) }
     };
     Ok(ResponsePlan { status: Some(status), edits, body })
 }
@@ -196,6 +200,8 @@ fn slice_plain(request: &ReadRequest, start: u64, received_end: u64, total: u64,
     if a < start || b >= received_end {
         return Err(S3Error::new(500, "InternalError", "The backend returned a range that does not cover the requested bytes."));
     }
+    // Whole-object checksums do not describe a slice.
+    edits.remove = ciphertext_headers();
     edits.set.push(("content-length".into(), (b - a + 1).to_string()));
     edits.set.push(("content-range".into(), format!("bytes {a}-{b}/{total}")));
     let body = if request.is_head { BodyPlan::Unchanged } else { BodyPlan::Slice { skip: a - start, len: b - a + 1, seen: 0 } };
@@ -218,14 +224,18 @@ impl BodyPlan {
                 }
                 *seen = piece_end;
             }
-            BodyPlan::Decrypt(opener) => opener.push(data, out)?,
+            BodyPlan::Decrypt { skip, opener } => {
+                let dropped = usize::try_from(*skip).unwrap_or(usize::MAX).min(data.len());
+                *skip -= dropped as u64;
+                opener.push(data.get(dropped..).unwrap_or_default(), out)?;
+            }
         }
         Ok(())
     }
 
     pub fn finish(&mut self) -> Result<(), crate::stream::StreamError> {
         match self {
-            BodyPlan::Decrypt(opener) => opener.finish(),
+            BodyPlan::Decrypt { opener, .. } => opener.finish(),
             _ => Ok(()),
         }
     }
