@@ -29,7 +29,7 @@ use zeroize::Zeroizing;
 /// The user-metadata header carrying the envelope.
 pub const METADATA_HEADER: &str = "x-amz-meta-s3crypt";
 pub const FORMAT_VERSION: &str = "1";
-const WRAP_NONCE_LEN: usize = 24;
+pub const WRAP_NONCE_LEN: usize = 24;
 pub const WRAPPED_LEN: usize = WRAP_NONCE_LEN + KEY_LEN + 16;
 const WRAP_AAD_LABEL: &[u8] = b"s3crypt v1 dek\0";
 pub const MAX_KEY_ID_LEN: usize = 64;
@@ -167,10 +167,8 @@ impl Kek {
         Kek { id, key }
     }
 
-    /// Wraps `dek` into `envelope` (whose other fields must be final) with a
-    /// given nonce; `wrap` picks a random one.
-    pub fn wrap_with_nonce(&self, dek: &[u8; KEY_LEN], envelope: &mut Envelope, nonce: [u8; WRAP_NONCE_LEN]) -> Result<(), EnvelopeError> {
-        envelope.key_id.clone_from(&self.id);
+    /// Wraps `dek` under this KEK, bound to `aad`: nonce (24) || ciphertext || tag.
+    pub fn wrap_raw(&self, dek: &[u8; KEY_LEN], aad: &[u8], nonce: [u8; WRAP_NONCE_LEN]) -> Result<[u8; WRAPPED_LEN], EnvelopeError> {
         let cipher = XChaCha20Poly1305::new(aead::Key::<XChaCha20Poly1305>::from_slice(self.key.as_slice()));
         let mut out = [0u8; WRAPPED_LEN];
         let (n, rest) = out.split_at_mut(WRAP_NONCE_LEN);
@@ -178,35 +176,46 @@ impl Kek {
         let (body, tag) = rest.split_at_mut(KEY_LEN);
         body.copy_from_slice(dek);
         let t = cipher
-            .encrypt_in_place_detached(aead::generic_array::GenericArray::from_slice(&nonce), &envelope.wrap_aad(), body)
+            .encrypt_in_place_detached(aead::generic_array::GenericArray::from_slice(&nonce), aad, body)
             .map_err(|_| EnvelopeError::UnwrapFailed(self.id.clone()))?;
         tag.copy_from_slice(t.as_slice());
-        envelope.wrapped_dek = out;
-        Ok(())
+        Ok(out)
     }
 
-    pub fn wrap(&self, dek: &[u8; KEY_LEN], envelope: &mut Envelope) -> Result<(), EnvelopeError> {
-        let mut nonce = [0u8; WRAP_NONCE_LEN];
-        random_bytes(&mut nonce).map_err(|_| EnvelopeError::RandomUnavailable)?;
-        self.wrap_with_nonce(dek, envelope, nonce)
-    }
-
-    pub fn unwrap_dek(&self, envelope: &Envelope) -> Result<Zeroizing<[u8; KEY_LEN]>, EnvelopeError> {
+    /// Unwraps what `wrap_raw` made with the same `aad`.
+    pub fn unwrap_raw(&self, wrapped: &[u8; WRAPPED_LEN], aad: &[u8]) -> Result<Zeroizing<[u8; KEY_LEN]>, EnvelopeError> {
         let cipher = XChaCha20Poly1305::new(aead::Key::<XChaCha20Poly1305>::from_slice(self.key.as_slice()));
-        let (nonce, rest) = envelope.wrapped_dek.split_at(WRAP_NONCE_LEN);
+        let (nonce, rest) = wrapped.split_at(WRAP_NONCE_LEN);
         let (body, tag) = rest.split_at(KEY_LEN);
         let mut dek = Zeroizing::new([0u8; KEY_LEN]);
         dek.copy_from_slice(body);
         cipher
-            .decrypt_in_place_detached(
-                aead::generic_array::GenericArray::from_slice(nonce),
-                &envelope.wrap_aad(),
-                dek.as_mut_slice(),
-                aead::generic_array::GenericArray::from_slice(tag),
-            )
-            .map_err(|_| EnvelopeError::UnwrapFailed(envelope.key_id.clone()))?;
+            .decrypt_in_place_detached(aead::generic_array::GenericArray::from_slice(nonce), aad, dek.as_mut_slice(), aead::generic_array::GenericArray::from_slice(tag))
+            .map_err(|_| EnvelopeError::UnwrapFailed(self.id.clone()))?;
         Ok(dek)
     }
+
+    /// Wraps `dek` into `envelope` (whose other fields must be final) with a
+    /// given nonce; `wrap` picks a random one.
+    pub fn wrap_with_nonce(&self, dek: &[u8; KEY_LEN], envelope: &mut Envelope, nonce: [u8; WRAP_NONCE_LEN]) -> Result<(), EnvelopeError> {
+        envelope.key_id.clone_from(&self.id);
+        envelope.wrapped_dek = self.wrap_raw(dek, &envelope.wrap_aad(), nonce)?;
+        Ok(())
+    }
+
+    pub fn wrap(&self, dek: &[u8; KEY_LEN], envelope: &mut Envelope) -> Result<(), EnvelopeError> {
+        self.wrap_with_nonce(dek, envelope, random_nonce()?)
+    }
+
+    pub fn unwrap_dek(&self, envelope: &Envelope) -> Result<Zeroizing<[u8; KEY_LEN]>, EnvelopeError> {
+        self.unwrap_raw(&envelope.wrapped_dek, &envelope.wrap_aad())
+    }
+}
+
+pub fn random_nonce() -> Result<[u8; WRAP_NONCE_LEN], EnvelopeError> {
+    let mut nonce = [0u8; WRAP_NONCE_LEN];
+    random_bytes(&mut nonce).map_err(|_| EnvelopeError::RandomUnavailable)?;
+    Ok(nonce)
 }
 
 /// All configured KEKs: one active for writing, all usable for reading.
@@ -229,7 +238,7 @@ impl Keyring {
     /// A fresh random DEK and the envelope that carries it wrapped under the
     /// active KEK.
     pub fn new_object(&self, suite: Suite, chunk_size: u32, plaintext_len: Option<u64>) -> Result<(Envelope, Zeroizing<[u8; KEY_LEN]>), EnvelopeError> {
-        let kek = self.keys.get(self.active).ok_or(EnvelopeError::UnknownKeyId(String::new()))?;
+        let kek = self.active()?;
         let mut dek = Zeroizing::new([0u8; KEY_LEN]);
         random_bytes(dek.as_mut_slice()).map_err(|_| EnvelopeError::RandomUnavailable)?;
         let mut envelope = Envelope { suite, chunk_size, key_id: kek.id.clone(), plaintext_len, wrapped_dek: [0; WRAPPED_LEN], plaintext_md5: None };
@@ -239,12 +248,17 @@ impl Keyring {
 
     /// Unwraps an object's DEK with the KEK its envelope names.
     pub fn open(&self, envelope: &Envelope) -> Result<Zeroizing<[u8; KEY_LEN]>, EnvelopeError> {
-        let kek = self
-            .keys
-            .iter()
-            .find(|k| bool::from(k.id.as_bytes().ct_eq(envelope.key_id.as_bytes())))
-            .ok_or_else(|| EnvelopeError::UnknownKeyId(envelope.key_id.clone()))?;
-        kek.unwrap_dek(envelope)
+        self.key(&envelope.key_id)?.unwrap_dek(envelope)
+    }
+
+    /// The KEK with this id.
+    pub fn key(&self, id: &str) -> Result<&Kek, EnvelopeError> {
+        self.keys.iter().find(|k| bool::from(k.id.as_bytes().ct_eq(id.as_bytes()))).ok_or_else(|| EnvelopeError::UnknownKeyId(id.to_owned()))
+    }
+
+    /// The KEK that wraps new data keys.
+    pub fn active(&self) -> Result<&Kek, EnvelopeError> {
+        self.keys.get(self.active).ok_or(EnvelopeError::UnknownKeyId(String::new()))
     }
 }
 

@@ -5,6 +5,7 @@
 
 use crate::config::{self, Settings};
 use crate::envelope::{Envelope, METADATA_HEADER};
+use crate::multipart::{self, BodyRewrite, PendingUpload};
 use crate::host::{self, HostError};
 use crate::put::{self, header, HeaderEdits, Upload};
 use crate::read::{self, BodyPlan, ReadRequest};
@@ -102,8 +103,16 @@ struct Exchange {
     resource: String,
     operation: Option<Operation>,
     upload: Option<Upload>,
-    /// For the PutObject response: the object's envelope and the checksums to echo.
-    stored: Option<(Envelope, Vec<(String, String)>)>,
+    /// For the PutObject response: the object's envelope (its ETag).
+    stored: Option<Envelope>,
+    /// Checksum headers of an upload, echoed on its response as S3 does.
+    echo_checksums: Vec<(String, String)>,
+    /// CreateMultipartUpload: the data key, until the response names the upload.
+    pending_upload: Option<PendingUpload>,
+    /// ListParts: the upload id as the client knows it, and its chunk size.
+    client_upload: Option<(String, u32)>,
+    request_rewrite: Option<BodyRewrite>,
+    response_rewrite: Option<BodyRewrite>,
     read: Option<ReadRequest>,
     body: Option<BodyPlan>,
     /// Reused output buffer for transformed body pieces.
@@ -227,22 +236,48 @@ impl Exchange {
                 if put::is_unsized_stream(&headers) {
                     return Err(S3Error::new(411, "MissingContentLength", "You must provide the Content-Length HTTP header."));
                 }
-                let (edits, upload) = put::plan(&headers, &settings)?;
+                let (edits, upload, envelope) = put::plan(&headers, &settings)?;
                 apply(host::REQUEST_HEADERS, &edits)?;
-                self.stored = Some((upload.envelope.clone(), upload.echo_checksums.clone()));
-                if end_of_stream {
-                    // A body-less PutObject: only an empty object can end here,
-                    // and an empty object has no chunk (FORMAT.md).
-                    self.out.clear();
-                    upload.finish(&mut self.out).map_err(put::upload_error)?;
-                    if !self.out.is_empty() {
-                        return Err(S3Error::new(400, "IncompleteBody", "The request ended before its Content-Length."));
-                    }
-                    Metrics::add(self.metrics.objects_encrypted, 1);
-                } else {
-                    self.upload = Some(upload);
-                }
+                self.stored = Some(envelope);
+                self.start_upload(upload, end_of_stream)?;
             }
+            Operation::UploadPart => {
+                let (backend_path, id) = multipart::backend_path(path);
+                let id = id.ok_or_else(|| S3Error::new(404, "NoSuchUpload", "The specified upload does not exist: it was not started through the encryption gateway."))?;
+                let part = multipart::part_number(path)?;
+                if put::is_unsized_stream(&headers) {
+                    return Err(S3Error::new(411, "MissingContentLength", "You must provide the Content-Length HTTP header."));
+                }
+                let (edits, upload) = put::plan_part(&headers, &settings, &id, part)?;
+                host::set_header(host::REQUEST_HEADERS, ":path", &backend_path).map_err(host_error)?;
+                apply(host::REQUEST_HEADERS, &edits)?;
+                self.start_upload(upload, end_of_stream)?;
+            }
+            Operation::CreateMultipartUpload => {
+                let (edits, pending) = multipart::plan_create(&settings)?;
+                apply(host::REQUEST_HEADERS, &edits)?;
+                self.pending_upload = Some(pending);
+            }
+            Operation::CompleteMultipartUpload | Operation::AbortMultipartUpload | Operation::ListParts => {
+                let (backend_path, id) = multipart::backend_path(path);
+                if backend_path != path {
+                    host::set_header(host::REQUEST_HEADERS, ":path", &backend_path).map_err(host_error)?;
+                }
+                if operation == Operation::CompleteMultipartUpload {
+                    // The body's part checksums describe plaintext: blanked out.
+                    // Its hashes change with them, so they go too.
+                    let mut edits = HeaderEdits { remove: put::plaintext_integrity_headers(), set: Vec::new() };
+                    edits.remove.push("x-amz-mp-object-size".into());
+                    apply(host::REQUEST_HEADERS, &edits)?;
+                    self.request_rewrite = Some(BodyRewrite::complete());
+                }
+                let client_id = crate::s3::query_param(path, "uploadId").unwrap_or_default();
+                self.client_upload = Some(match id {
+                    Some(id) => (client_id, id.chunk_size),
+                    None => (client_id, settings.chunk_size),
+                });
+            }
+            Operation::ListObjects => {}
             Operation::GetObject | Operation::HeadObject => {
                 let (edits, request) = read::plan_request(&headers, &settings, operation == Operation::HeadObject);
                 apply(host::REQUEST_HEADERS, &edits)?;
@@ -256,7 +291,31 @@ impl Exchange {
         Ok(Action::Continue)
     }
 
+    fn start_upload(&mut self, upload: Upload, end_of_stream: bool) -> Result<(), S3Error> {
+        self.echo_checksums = upload.echo_checksums.clone();
+        if end_of_stream {
+            // A body-less upload: only an empty object can end here, and an
+            // empty segment has no chunk (FORMAT.md).
+            self.out.clear();
+            upload.finish(&mut self.out).map_err(put::upload_error)?;
+            if !self.out.is_empty() {
+                return Err(S3Error::new(400, "IncompleteBody", "The request ended before its Content-Length."));
+            }
+            Metrics::add(self.metrics.objects_encrypted, 1);
+        } else {
+            self.upload = Some(upload);
+        }
+        Ok(())
+    }
+
     fn request_body(&mut self, body_size: usize, end_of_stream: bool) -> Result<Action, S3Error> {
+        if let (Some(rewrite), Some(settings)) = (self.request_rewrite.as_mut(), self.settings.as_ref()) {
+            let data = host::get_buffer(host::REQUEST_BODY, 0, body_size).map_err(host_error)?;
+            self.out.clear();
+            rewrite.push(&data, end_of_stream, &mut self.out, settings.keyring.active().map_err(put::envelope_error)?)?;
+            host::set_buffer(host::REQUEST_BODY, 0, body_size, &self.out).map_err(host_error)?;
+            return Ok(Action::Continue);
+        }
         let Some(upload) = self.upload.as_mut() else {
             return Ok(Action::Continue);
         };
@@ -280,15 +339,28 @@ impl Exchange {
             return Ok(Action::Continue);
         };
         match self.operation {
-            Some(Operation::PutObject) => {
+            Some(Operation::PutObject) | Some(Operation::UploadPart) => {
                 let headers = host::get_headers(host::RESPONSE_HEADERS).map_err(host_error)?;
-                if let Some((envelope, echo)) = &self.stored {
-                    let mut edits = HeaderEdits { remove: put::plaintext_integrity_headers(), set: echo.clone() };
-                    if let Some(etag) = read::client_etag(envelope, header(&headers, "etag")) {
-                        edits.set.push(("etag".into(), etag));
-                    }
-                    apply(host::RESPONSE_HEADERS, &edits)?;
+                let mut edits = HeaderEdits { remove: put::plaintext_integrity_headers(), set: std::mem::take(&mut self.echo_checksums) };
+                // A part keeps the backend's ETag: CompleteMultipartUpload needs it.
+                if let Some(etag) = self.stored.as_ref().and_then(|envelope| read::client_etag(envelope, header(&headers, "etag"))) {
+                    edits.set.push(("etag".into(), etag));
                 }
+                apply(host::RESPONSE_HEADERS, &edits)?;
+            }
+            Some(Operation::CreateMultipartUpload) | Some(Operation::ListParts) | Some(Operation::ListObjects) => {
+                let headers = host::get_headers(host::RESPONSE_HEADERS).map_err(host_error)?;
+                if header(&headers, ":status") != Some("200") {
+                    return Ok(Action::Continue);
+                }
+                self.response_rewrite = match self.operation {
+                    Some(Operation::CreateMultipartUpload) => self.pending_upload.take().map(BodyRewrite::created),
+                    Some(Operation::ListParts) => self.client_upload.take().map(|(id, chunk)| BodyRewrite::parts(Some(id), chunk)),
+                    _ => Some(BodyRewrite::listing(settings.chunk_size)),
+                };
+                // The rewritten body has another length: let Envoy frame it.
+                host::remove_header(host::RESPONSE_HEADERS, "content-length").map_err(host_error)?;
+                host::remove_header(host::RESPONSE_HEADERS, "content-md5").map_err(host_error)?;
             }
             Some(Operation::GetObject) | Some(Operation::HeadObject) => {
                 let Some(request) = self.read.as_ref() else {
@@ -315,6 +387,14 @@ impl Exchange {
     }
 
     fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> Result<Action, String> {
+        if let (Some(rewrite), Some(settings)) = (self.response_rewrite.as_mut(), self.settings.as_ref()) {
+            let data = host::get_buffer(host::RESPONSE_BODY, 0, body_size).map_err(|e| format!("host status {}", e.0))?;
+            self.out.clear();
+            let kek = settings.keyring.active().map_err(|e| format!("{e:?}"))?;
+            rewrite.push(&data, end_of_stream, &mut self.out, kek).map_err(|e| e.message)?;
+            host::set_buffer(host::RESPONSE_BODY, 0, body_size, &self.out).map_err(|e| format!("host status {}", e.0))?;
+            return Ok(Action::Continue);
+        }
         let Some(body) = self.body.as_mut() else {
             return Ok(Action::Continue);
         };

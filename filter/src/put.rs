@@ -1,15 +1,18 @@
 //! PutObject: what the request headers become, and the body transform.
 //! Pure: the glue reads headers, applies the plan and feeds body pieces.
 
+use crate::cipher::{Suite, KEY_LEN};
 use crate::config::Settings;
+use crate::upload_id::ClientUploadId;
 use crate::digest::{ChecksumAlgorithm, DigestClaim, DigestError, PlaintextDigests};
 use crate::envelope::{Envelope, EnvelopeError, METADATA_HEADER};
 use crate::s3::S3Error;
 use crate::sizes;
 use crate::stream::{SegmentSealer, StreamError};
 
-/// S3's limit for a single PutObject.
+/// S3's limit for a single PutObject or UploadPart.
 pub const MAX_PUT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+pub const MAX_PART_NUMBER: u32 = 10_000;
 
 pub type Headers = [(String, String)];
 
@@ -41,7 +44,6 @@ pub struct Upload {
     digests: PlaintextDigests,
     /// Checksum headers the client sent, echoed on the response as S3 does.
     pub echo_checksums: Vec<(String, String)>,
-    pub envelope: Envelope,
 }
 
 /// What can go wrong while the body streams.
@@ -92,8 +94,15 @@ pub fn envelope_error(e: EnvelopeError) -> S3Error {
     S3Error::new(500, "InternalError", format!("cannot create the object key: {e:?}"))
 }
 
-/// Plans a PutObject from its request headers.
-pub fn plan(headers: &Headers, settings: &Settings) -> Result<(HeaderEdits, Upload), S3Error> {
+/// What a single-request upload body must match, from its headers.
+struct BodyClaims {
+    length: u64,
+    digests: PlaintextDigests,
+    plaintext_md5: Option<[u8; 16]>,
+    echo_checksums: Vec<(String, String)>,
+}
+
+fn body_claims(headers: &Headers, max_len: u64) -> Result<BodyClaims, S3Error> {
     let encoding = header(headers, "content-encoding").unwrap_or_default();
     let content_sha = header(headers, "x-amz-content-sha256").unwrap_or_default();
     if encoding.split(',').any(|e| e.trim().eq_ignore_ascii_case("aws-chunked")) || content_sha.starts_with("STREAMING-") {
@@ -103,10 +112,9 @@ pub fn plan(headers: &Headers, settings: &Settings) -> Result<(HeaderEdits, Uplo
         Some(v) => v.trim().parse::<u64>().map_err(|_| S3Error::new(400, "InvalidArgument", "Content-Length is not a number."))?,
         None => return Err(S3Error::new(411, "MissingContentLength", "You must provide the Content-Length HTTP header.")),
     };
-    if length > MAX_PUT_SIZE {
+    if length > max_len {
         return Err(S3Error::new(400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size."));
     }
-
     let mut digests = PlaintextDigests::default();
     let mut plaintext_md5 = None;
     if let Some(md5) = header(headers, "content-md5") {
@@ -122,18 +130,41 @@ pub fn plan(headers: &Headers, settings: &Settings) -> Result<(HeaderEdits, Uplo
             echo_checksums.push((algorithm.header().to_string(), value.trim().to_string()));
         }
     }
+    Ok(BodyClaims { length, digests, plaintext_md5, echo_checksums })
+}
 
-    let (mut envelope, dek) = settings.keyring.new_object(settings.suite, settings.chunk_size, Some(length)).map_err(envelope_error)?;
-    envelope.plaintext_md5 = plaintext_md5;
-    let ciphertext_len = sizes::ciphertext_len(length, settings.chunk_size).ok_or_else(|| S3Error::new(400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size."))?;
-    let sealer = SegmentSealer::new(&dek, settings.suite, 0, settings.chunk_size as usize, length)
-        .map_err(|e| S3Error::new(500, "InternalError", format!("encryption unavailable: {e}")))?;
-
+/// Header edits and the upload state for one segment (FORMAT.md, "Chunks").
+fn segment(claims: BodyClaims, dek: &[u8; KEY_LEN], suite: Suite, chunk_size: u32, part: u32) -> Result<(HeaderEdits, Upload), S3Error> {
+    let ciphertext_len = sizes::ciphertext_len(claims.length, chunk_size).ok_or_else(|| S3Error::new(400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size."))?;
+    let sealer = SegmentSealer::new(dek, suite, part, chunk_size as usize, claims.length).map_err(|e| S3Error::new(500, "InternalError", format!("encryption unavailable: {e}")))?;
     let mut edits = HeaderEdits { remove: plaintext_integrity_headers(), set: Vec::new() };
     edits.remove.push("transfer-encoding".into());
     edits.set.push(("content-length".into(), ciphertext_len.to_string()));
+    Ok((edits, Upload { sealer, digests: claims.digests, echo_checksums: claims.echo_checksums }))
+}
+
+/// Plans a PutObject from its request headers: a new data key, its envelope,
+/// and the sealing state.
+pub fn plan(headers: &Headers, settings: &Settings) -> Result<(HeaderEdits, Upload, Envelope), S3Error> {
+    let claims = body_claims(headers, MAX_PUT_SIZE)?;
+    let (mut envelope, dek) = settings.keyring.new_object(settings.suite, settings.chunk_size, Some(claims.length)).map_err(envelope_error)?;
+    envelope.plaintext_md5 = claims.plaintext_md5;
+    let (mut edits, upload) = segment(claims, &dek, settings.suite, settings.chunk_size, 0)?;
     edits.set.push((METADATA_HEADER.into(), envelope.encode()));
-    Ok((edits, Upload { sealer, digests, echo_checksums, envelope }))
+    Ok((edits, upload, envelope))
+}
+
+/// Plans an UploadPart of an upload started through the gateway.
+pub fn plan_part(headers: &Headers, settings: &Settings, upload: &ClientUploadId, part: u32) -> Result<(HeaderEdits, Upload), S3Error> {
+    if !(1..=MAX_PART_NUMBER).contains(&part) {
+        return Err(S3Error::new(400, "InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive."));
+    }
+    let claims = body_claims(headers, MAX_PUT_SIZE)?;
+    let dek = upload.open(&settings.keyring).map_err(|e| match e {
+        EnvelopeError::UnknownKeyId(id) => S3Error::new(403, "AccessDenied", format!("The upload was started under key id {id:?}, which this gateway is not configured with.")),
+        _ => S3Error::new(404, "NoSuchUpload", "The specified upload does not exist: its id does not match the key the gateway gave it."),
+    })?;
+    segment(claims, &dek, upload.suite, upload.chunk_size, part)
 }
 
 /// Whether a request without Content-Length streams a body (HTTP/1.1 chunked).

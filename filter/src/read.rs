@@ -59,9 +59,19 @@ pub fn client_etag(envelope: &Envelope, backend_etag: Option<&str>) -> Option<St
     if let Some(md5) = envelope.plaintext_md5 {
         return Some(format!("\"{}\"", hex::encode(md5)));
     }
-    let backend = backend_etag?;
-    let digest = Sha256::new_with_prefix(b"s3crypt etag\0").chain_update(backend.trim().trim_matches('"').as_bytes()).finalize();
-    Some(format!("\"{}-1\"", hex::encode(digest.get(..16).unwrap_or_default())))
+    backend_etag.map(opaque_etag)
+}
+
+/// The ETag shown for a stored ETag: multipart ETags (`"...-N"`) are no MD5
+/// of anything the client has and pass as they are; a single-part ETag (the
+/// ciphertext's MD5) becomes a stable opaque value ending in `-1`.
+pub fn opaque_etag(backend: &str) -> String {
+    let bare = backend.trim().trim_matches('"');
+    if bare.contains('-') {
+        return backend.trim().to_owned();
+    }
+    let digest = Sha256::new_with_prefix(b"s3crypt etag\0").chain_update(bare.as_bytes()).finalize();
+    format!("\"{}-1\"", hex::encode(digest.get(..16).unwrap_or_default()))
 }
 
 /// Headers of the stored (ciphertext) object that must not reach the client.

@@ -8,6 +8,13 @@ pub enum Operation {
     HeadObject,
     /// CopyObject keeping the source's metadata (the envelope travels with it).
     CopyObjectKeepMetadata,
+    CreateMultipartUpload,
+    UploadPart,
+    CompleteMultipartUpload,
+    AbortMultipartUpload,
+    ListParts,
+    /// ListObjects (V1), ListObjectsV2, ListObjectVersions: sizes rewritten.
+    ListObjects,
     /// Operations that would store plaintext, lose the envelope or leak
     /// ciphertext-derived data until they are supported: refused.
     Unsupported(&'static str),
@@ -37,6 +44,81 @@ pub fn has_query_param(query: &str, name: &str) -> bool {
     query.split('&').any(|p| p.split('=').next() == Some(name))
 }
 
+/// The percent-decoded value of query parameter `name` in `path?query`.
+pub fn query_param(path: &str, name: &str) -> Option<String> {
+    let query = path.split_once('?')?.1;
+    query.split('&').find_map(|p| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+/// `path` with the value of query parameter `name` replaced by `value`
+/// (encoded here as SigV4 does).
+pub fn replace_query_param(path: &str, name: &str, value: &str) -> String {
+    let Some((base, query)) = path.split_once('?') else {
+        return path.to_owned();
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|p| {
+            let k = p.split_once('=').map_or(p, |(k, _)| k);
+            if k == name {
+                format!("{k}={}", uri_encode(value))
+            } else {
+                p.to_owned()
+            }
+        })
+        .collect();
+    format!("{base}?{}", params.join("&"))
+}
+
+/// Percent-decoding of a URI component (`+` is not a space in S3 paths).
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b, hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// URI encoding as SigV4 specifies it: unreserved characters stay, every
+/// other byte becomes %XX (upper-case hex).
+pub fn uri_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Query parameters of the listing operations; a bucket GET with only these
+/// is ListObjects (V1), ListObjectsV2 or ListObjectVersions.
+const LISTING_PARAMS: &[&str] = &[
+    "list-type", "prefix", "delimiter", "encoding-type", "marker", "max-keys", "continuation-token", "fetch-owner", "start-after", "versions", "key-marker",
+    "version-id-marker", "x-id", "optional-object-attributes",
+];
+
+fn is_listing(query: &str) -> bool {
+    query.split('&').filter(|p| !p.is_empty()).all(|p| LISTING_PARAMS.contains(&p.split('=').next().unwrap_or_default()))
+}
+
 /// Splits `path?query` into the object key part (after the bucket) and query.
 fn key_and_query<'a>(line: &RequestLine<'a>, addressing: &Addressing) -> (&'a str, &'a str) {
     let (path, query) = line.path.split_once('?').unwrap_or((line.path, ""));
@@ -61,11 +143,15 @@ pub fn classify(line: &RequestLine<'_>, addressing: &Addressing) -> Operation {
         if line.method == "POST" && !q("delete") {
             return Operation::Unsupported("POST object (browser form upload)");
         }
+        if line.method == "GET" && is_listing(query) && !path_is_service(line, addressing) {
+            return Operation::ListObjects;
+        }
         return Operation::PassThrough;
     }
     match line.method {
         "PUT" if line.has_copy_source && q("partNumber") => Operation::Unsupported("UploadPartCopy"),
-        "PUT" if q("partNumber") || q("uploadId") => Operation::Unsupported("UploadPart"),
+        "PUT" if q("partNumber") && q("uploadId") => Operation::UploadPart,
+        "PUT" if q("partNumber") || q("uploadId") => Operation::Unsupported("PUT with only one of partNumber and uploadId"),
         "PUT" if line.has_copy_source => {
             if line.metadata_directive_replace {
                 Operation::Unsupported("CopyObject with x-amz-metadata-directive REPLACE")
@@ -75,20 +161,29 @@ pub fn classify(line: &RequestLine<'_>, addressing: &Addressing) -> Operation {
         }
         "PUT" if is_object_subresource(query) => Operation::PassThrough,
         "PUT" => Operation::PutObject,
-        "POST" if q("uploads") => Operation::Unsupported("CreateMultipartUpload"),
-        "POST" if q("uploadId") => Operation::Unsupported("CompleteMultipartUpload"),
+        "POST" if q("uploads") => Operation::CreateMultipartUpload,
+        "POST" if q("uploadId") => Operation::CompleteMultipartUpload,
+        "DELETE" if q("uploadId") => Operation::AbortMultipartUpload,
         "POST" if q("select") => Operation::Unsupported("SelectObjectContent"),
         "POST" if q("restore") => Operation::PassThrough,
         "POST" => Operation::Unsupported("POST on an object"),
         "GET" | "HEAD" if q("partNumber") => Operation::Unsupported("GetObject with partNumber"),
         "GET" if q("attributes") => Operation::Unsupported("GetObjectAttributes"),
-        "GET" if q("uploadId") => Operation::Unsupported("ListParts"),
+        "GET" if q("uploadId") => Operation::ListParts,
         "GET" if q("torrent") => Operation::Unsupported("GetObjectTorrent"),
         "GET" if is_object_subresource(query) => Operation::PassThrough,
         "GET" => Operation::GetObject,
         "HEAD" => Operation::HeadObject,
         _ => Operation::PassThrough,
     }
+}
+
+/// `GET /` (ListBuckets) has neither bucket nor key.
+fn path_is_service(line: &RequestLine<'_>, addressing: &Addressing) -> bool {
+    let path = line.path.split('?').next().unwrap_or("/");
+    let host = line.host.rsplit_once(':').map_or(line.host, |(h, _)| h);
+    let virtual_hosted = addressing.virtual_host_suffixes.iter().any(|s| host.ends_with(&format!(".{s}")));
+    !virtual_hosted && path.trim_matches('/').is_empty()
 }
 
 /// Object subresources whose bodies are not object data.
@@ -161,14 +256,37 @@ mod tests {
 
     #[test]
     fn bucket_and_subresource_operations_pass() {
-        for (m, p) in [("PUT", "/b"), ("GET", "/b?list-type=2"), ("GET", "/b/"), ("DELETE", "/b/k"), ("PUT", "/b/k?tagging"), ("GET", "/b/k?acl"), ("POST", "/b?delete"), ("HEAD", "/b")] {
+        for (m, p) in [("PUT", "/b"), ("GET", "/b?location"), ("DELETE", "/b/k"), ("PUT", "/b/k?tagging"), ("GET", "/b/k?acl"), ("POST", "/b?delete"), ("HEAD", "/b")] {
             assert_eq!(op(m, p), Operation::PassThrough, "{m} {p}");
         }
     }
 
     #[test]
+    fn multipart_and_listing_operations() {
+        assert_eq!(op("POST", "/b/k?uploads"), Operation::CreateMultipartUpload);
+        assert_eq!(op("PUT", "/b/k?partNumber=1&uploadId=x"), Operation::UploadPart);
+        assert_eq!(op("POST", "/b/k?uploadId=x"), Operation::CompleteMultipartUpload);
+        assert_eq!(op("DELETE", "/b/k?uploadId=x"), Operation::AbortMultipartUpload);
+        assert_eq!(op("GET", "/b/k?uploadId=x&max-parts=2"), Operation::ListParts);
+        assert_eq!(op("GET", "/b?list-type=2&prefix=a%2F"), Operation::ListObjects);
+        assert_eq!(op("GET", "/b"), Operation::ListObjects);
+        assert_eq!(op("GET", "/b?versions&prefix=x"), Operation::ListObjects);
+        assert_eq!(op("GET", "/b?uploads"), Operation::PassThrough);
+        assert_eq!(op("GET", "/b?acl"), Operation::PassThrough);
+        assert_eq!(op("GET", "/"), Operation::PassThrough);
+    }
+
+    #[test]
+    fn query_helpers() {
+        assert_eq!(query_param("/b/k?partNumber=2&uploadId=a%2Bb%7E", "uploadId").as_deref(), Some("a+b~"));
+        assert_eq!(query_param("/b/k?uploads", "uploads").as_deref(), Some(""));
+        assert_eq!(query_param("/b/k", "x"), None);
+        assert_eq!(replace_query_param("/b/k?uploadId=long&partNumber=1", "uploadId", "a+b/c"), "/b/k?uploadId=a%2Bb%2Fc&partNumber=1");
+    }
+
+    #[test]
     fn operations_that_would_lose_data_are_refused() {
-        for (m, p) in [("POST", "/b/k?uploads"), ("PUT", "/b/k?partNumber=1&uploadId=x"), ("POST", "/b/k?uploadId=x"), ("POST", "/b"), ("GET", "/b/k?partNumber=1"), ("POST", "/b/k?select&select-type=2")] {
+        for (m, p) in [("PUT", "/b/k?partNumber=1"), ("POST", "/b"), ("GET", "/b/k?partNumber=1"), ("POST", "/b/k?select&select-type=2")] {
             assert!(matches!(op(m, p), Operation::Unsupported(_)), "{m} {p}");
         }
         assert!(matches!(op_with("PUT", "/b/k", true, true), Operation::Unsupported(_)));

@@ -1,0 +1,199 @@
+//! Multipart uploads and listings: request edits and XML body rewrites.
+//! Pure: the glue applies the edits and feeds body pieces.
+
+use crate::cipher::{Suite, KEY_LEN};
+use crate::config::Settings;
+use crate::envelope::{Kek, METADATA_HEADER};
+use crate::put::{envelope_error, plaintext_integrity_headers, HeaderEdits};
+use crate::read::opaque_etag;
+use crate::s3::{query_param, replace_query_param, xml_escape, S3Error};
+use crate::sizes;
+use crate::upload_id::{self, ClientUploadId};
+use crate::xml::{element_text, remove_elements, replace_element_text, RecordRewriter};
+use zeroize::Zeroizing;
+
+/// The data key of an upload being created, kept until the response names
+/// the backend's upload id.
+pub struct PendingUpload {
+    dek: Zeroizing<[u8; KEY_LEN]>,
+    suite: Suite,
+    chunk_size: u32,
+}
+
+/// CreateMultipartUpload: a new data key, its envelope as the object's
+/// metadata (S3 applies it to the completed object).
+pub fn plan_create(settings: &Settings) -> Result<(HeaderEdits, PendingUpload), S3Error> {
+    let (envelope, dek) = settings.keyring.new_object(settings.suite, settings.chunk_size, None).map_err(envelope_error)?;
+    let mut edits = HeaderEdits { remove: plaintext_integrity_headers(), set: Vec::new() };
+    edits.set.push((METADATA_HEADER.into(), envelope.encode()));
+    Ok((edits, PendingUpload { dek, suite: settings.suite, chunk_size: settings.chunk_size }))
+}
+
+/// Requests naming an upload: the client's id becomes the backend's in the
+/// path. Returns the new path and the parsed id (`None`: an upload that was
+/// not started through the gateway).
+pub fn backend_path(path: &str) -> (String, Option<ClientUploadId>) {
+    match query_param(path, "uploadId").as_deref().and_then(upload_id::parse) {
+        Some(id) => (replace_query_param(path, "uploadId", &id.backend_id), Some(id)),
+        None => (path.to_owned(), None),
+    }
+}
+
+pub fn part_number(path: &str) -> Result<u32, S3Error> {
+    query_param(path, "partNumber")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| S3Error::new(400, "InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive."))
+}
+
+fn xml_unescape(text: &str) -> String {
+    text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
+}
+
+/// What a rewritten XML body is.
+enum Kind {
+    /// CreateMultipartUpload response: the backend's UploadId becomes the
+    /// client id carrying the wrapped data key.
+    Created(PendingUpload),
+    /// ListParts response: plaintext part sizes; the client's own upload id.
+    Parts { client_id: Option<String>, chunk_size: u32 },
+    /// ListObjects(V2)/ListObjectVersions: plaintext sizes, ETags as HEAD shows them.
+    Listing { chunk_size: u32 },
+    /// CompleteMultipartUpload request: part checksums (of the plaintext, which
+    /// the backend never saw) blanked out without changing the length.
+    Complete,
+}
+
+pub struct BodyRewrite {
+    rewriter: RecordRewriter,
+    kind: Kind,
+}
+
+impl BodyRewrite {
+    pub fn created(pending: PendingUpload) -> BodyRewrite {
+        BodyRewrite { rewriter: RecordRewriter::new(&["UploadId"]), kind: Kind::Created(pending) }
+    }
+
+    pub fn parts(client_id: Option<String>, chunk_size: u32) -> BodyRewrite {
+        BodyRewrite { rewriter: RecordRewriter::new(&["UploadId", "Part"]), kind: Kind::Parts { client_id, chunk_size } }
+    }
+
+    pub fn listing(chunk_size: u32) -> BodyRewrite {
+        BodyRewrite { rewriter: RecordRewriter::new(&["Contents", "Version"]), kind: Kind::Listing { chunk_size } }
+    }
+
+    pub fn complete() -> BodyRewrite {
+        BodyRewrite { rewriter: RecordRewriter::new(&["Part"]), kind: Kind::Complete }
+    }
+
+    /// Rewrites one body piece into `out`.
+    pub fn push(&mut self, data: &[u8], end: bool, out: &mut Vec<u8>, kek: &Kek) -> Result<(), S3Error> {
+        let mut failure = None;
+        let kind = &self.kind;
+        let mut rewrite = |tag: &str, record: &str| -> Option<String> {
+            match (kind, tag) {
+                (Kind::Created(p), "UploadId") => {
+                    let backend_id = xml_unescape(element_text(record, "UploadId")?);
+                    match upload_id::seal(kek, &p.dek, p.suite, p.chunk_size, &backend_id) {
+                        Ok(id) => Some(replace_element_text(record, "UploadId", &xml_escape(&id))),
+                        Err(e) => {
+                            failure = Some(envelope_error(e));
+                            None
+                        }
+                    }
+                }
+                (Kind::Parts { client_id, .. }, "UploadId") => client_id.as_ref().map(|id| replace_element_text(record, "UploadId", &xml_escape(id))),
+                (Kind::Parts { chunk_size, .. }, "Part") => Some(plaintext_size(&remove_elements(record, "Checksum"), *chunk_size).unwrap_or_else(|| remove_elements(record, "Checksum"))),
+                (Kind::Listing { chunk_size }, _) => {
+                    let resized = plaintext_size(record, *chunk_size)?;
+                    // Single-part ETags are MD5s of the ciphertext: show the opaque form HEAD shows.
+                    match element_text(&resized, "ETag") {
+                        Some(etag) if !etag.contains('-') => {
+                            let shown = xml_escape(&opaque_etag(&xml_unescape(etag)));
+                            Some(replace_element_text(&resized, "ETag", &shown))
+                        }
+                        _ => Some(resized),
+                    }
+                }
+                (Kind::Complete, "Part") => {
+                    let trimmed = remove_elements(record, "Checksum");
+                    Some(format!("{trimmed}{}", " ".repeat(record.len() - trimmed.len())))
+                }
+                _ => None,
+            }
+        };
+        self.rewriter.push(data, end, out, &mut rewrite);
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `record` with its `<Size>` turned into the plaintext size; `None` if the
+/// size is not a possible ciphertext length (an object not written through
+/// the gateway keeps its size).
+fn plaintext_size(record: &str, chunk_size: u32) -> Option<String> {
+    let stored: u64 = element_text(record, "Size")?.trim().parse().ok()?;
+    let plain = sizes::plaintext_len(stored, chunk_size)?;
+    Some(replace_element_text(record, "Size", &plain.to_string()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::envelope::Keyring;
+
+    fn ring() -> Keyring {
+        Keyring::new(vec![Kek::new("main".into(), Zeroizing::new([3; 32]))], "main").unwrap()
+    }
+
+    fn run(mut rw: BodyRewrite, body: &str, ring: &Keyring) -> String {
+        let mut out = Vec::new();
+        let (a, b) = body.split_at(body.len() / 2);
+        rw.push(a.as_bytes(), false, &mut out, ring.active().unwrap()).unwrap();
+        rw.push(b.as_bytes(), true, &mut out, ring.active().unwrap()).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn created_upload_id_carries_the_data_key() {
+        let ring = ring();
+        let pending = PendingUpload { dek: Zeroizing::new([7; 32]), suite: Suite::ChaCha20Poly1305, chunk_size: 65_536 };
+        let body = "<InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key><UploadId>backend-1</UploadId></InitiateMultipartUploadResult>";
+        let out = run(BodyRewrite::created(pending), body, &ring);
+        let client_id = element_text(&out, "UploadId").unwrap();
+        let (path, parsed) = backend_path(&format!("/b/k?partNumber=3&uploadId={client_id}"));
+        assert_eq!(path, "/b/k?partNumber=3&uploadId=backend-1");
+        assert_eq!(*parsed.unwrap().open(&ring).unwrap(), [7; 32]);
+    }
+
+    #[test]
+    fn list_parts_shows_plaintext_sizes_and_the_client_id() {
+        let ring = ring();
+        let body = "<ListPartsResult><UploadId>backend-1</UploadId><Part><PartNumber>1</PartNumber><ETag>\"e\"</ETag><Size>5246080</Size></Part><Part><PartNumber>2</PartNumber><Size>41</Size><ChecksumCRC32>x</ChecksumCRC32></Part></ListPartsResult>";
+        let out = run(BodyRewrite::parts(Some("s3c1T.backend-1".into()), 65_536), body, &ring);
+        assert!(out.contains("<UploadId>s3c1T.backend-1</UploadId>"));
+        assert!(out.contains("<Size>5242880</Size>") && out.contains("<Size>1</Size>"));
+        assert!(!out.contains("Checksum"));
+    }
+
+    #[test]
+    fn listing_sizes_and_etags() {
+        let ring = ring();
+        let body = "<ListBucketResult><Contents><Key>a</Key><ETag>&quot;abc&quot;</ETag><Size>41</Size></Contents><Contents><Key>m</Key><ETag>&quot;abc-3&quot;</ETag><Size>65617</Size></Contents><Contents><Key>plain</Key><ETag>&quot;x&quot;</ETag><Size>3</Size></Contents></ListBucketResult>";
+        let out = run(BodyRewrite::listing(65_536), body, &ring);
+        assert!(out.contains("<Key>a</Key><ETag>&quot;") && out.contains("-1&quot;</ETag><Size>1</Size>"), "{out}");
+        assert!(out.contains("<ETag>&quot;abc-3&quot;</ETag><Size>65537</Size>"));
+        assert!(out.contains("<ETag>&quot;x&quot;</ETag><Size>3</Size>"));
+    }
+
+    #[test]
+    fn complete_body_keeps_its_length() {
+        let ring = ring();
+        let body = "<CompleteMultipartUpload><Part><ETag>\"a\"</ETag><ChecksumCRC32>AAAA</ChecksumCRC32><PartNumber>1</PartNumber></Part></CompleteMultipartUpload>";
+        let out = run(BodyRewrite::complete(), body, &ring);
+        assert_eq!(out.len(), body.len());
+        assert!(!out.contains("Checksum") && out.contains("<PartNumber>1</PartNumber></Part>"));
+    }
+}
