@@ -1,0 +1,51 @@
+# s3crypt: build, run and test the gateway.
+#
+#   make build   install tools if missing (scripts/bootstrap.sh), build the wasm filter
+#   make run     build, then start Envoy + filter (+ local s3s-fs backend unless
+#                S3CRYPT_UPSTREAM is set); settings: see scripts/gateway.py.
+#                Extra launcher options: make run ARGS=--no-filter
+#   make test    build, cargo test (native), integration tests (pytest, real Envoy)
+#                Extra pytest options: make test PYTEST_ARGS="-k passthrough -x"
+#   make check   render .run/envoy.yaml and validate it with Envoy (make check ARGS=--no-filter
+#                before the filter is built)
+#   make clean   remove build output and generated files; keeps .run/master.key (the
+#                default key) and .run/data (the local backend's objects)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+export S3CRYPT_CACHE ?= $(HOME)/.cache/s3cg
+PYTHON := $(S3CRYPT_CACHE)/venv/bin/python
+WASM := target/wasm32-wasip1/release/s3crypt_filter.wasm
+# cargo may only be on PATH through rustup's env file (fresh CI shells).
+CARGO_ENV := if ! command -v cargo >/dev/null && [ -f "$$HOME/.cargo/env" ]; then . "$$HOME/.cargo/env"; fi
+
+.PHONY: bootstrap build run test cargo-test integration-test check clean
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+build: bootstrap
+	@$(CARGO_ENV); cargo build --release --target wasm32-wasip1 -p s3crypt-filter
+	@test -f $(WASM) || { echo "make: $(WASM) was not produced" >&2; exit 1; }
+
+run: build
+	$(PYTHON) scripts/gateway.py $(ARGS)
+
+test: build cargo-test integration-test
+
+cargo-test: bootstrap
+	@$(CARGO_ENV); cargo test --workspace
+
+# pytest exits 5 when it collects no tests: that is a failure here too.
+integration-test: build
+	$(PYTHON) -m pytest -ra integration $(PYTEST_ARGS)
+
+check: bootstrap
+	$(PYTHON) scripts/gateway.py --check $(ARGS)
+
+clean:
+	@$(CARGO_ENV); cargo clean
+	rm -rf .pytest_cache integration/__pycache__ scripts/__pycache__
+	rm -f .run/envoy.yaml .run/plugin.json .run/admin.address .run/*.log
