@@ -157,20 +157,20 @@ def test_awscli_round_trip(world, tmp_path):
     for size in [0, 1, CHUNK + 1, 5 * 1024 * 1024, 50 * 1024 * 1024]:
         src = tmp_path / f"in-{size}"
         src.write_bytes(os.urandom(size))
-        key = f"awscli/obj-{size}"
-        if size <= 5 * 1024 * 1024:
-            subprocess.run(aws + ["s3", "cp", str(src), f"s3://{BUCKET}/{key}"], env=env, check=True, capture_output=True)
-        else:  # `s3 cp` switches to multipart above 8 MiB (a later issue)
-            subprocess.run(aws + ["s3api", "put-object", "--bucket", BUCKET, "--key", key, "--body", str(src)],
-                           env=env, check=True, capture_output=True)
-        head = json.loads(subprocess.run(aws + ["s3api", "head-object", "--bucket", BUCKET, "--key", key],
-                                         env=env, check=True, capture_output=True, text=True).stdout)
-        assert head["ContentLength"] == size
-        dst = tmp_path / f"out-{size}"
-        # `s3 cp` downloads large objects with parallel ranged GETs.
-        subprocess.run(aws + ["s3", "cp", f"s3://{BUCKET}/{key}", str(dst)], env=env, check=True, capture_output=True)
-        assert dst.read_bytes() == src.read_bytes(), size
-        assert_stored_encrypted(world, key, src.read_bytes())
+        # `s3 cp` uploads 50 MiB as a multipart upload; `s3api put-object` always as one PUT.
+        uploads = [(f"awscli/cp-{size}", ["s3", "cp", str(src), f"s3://{BUCKET}/awscli/cp-{size}"])]
+        if size >= 5 * 1024 * 1024:
+            uploads.append((f"awscli/put-{size}", ["s3api", "put-object", "--bucket", BUCKET, "--key", f"awscli/put-{size}", "--body", str(src)]))
+        for key, command in uploads:
+            subprocess.run(aws + command, env=env, check=True, capture_output=True)
+            head = json.loads(subprocess.run(aws + ["s3api", "head-object", "--bucket", BUCKET, "--key", key],
+                                             env=env, check=True, capture_output=True, text=True).stdout)
+            assert head["ContentLength"] == size
+            dst = tmp_path / "out"
+            # `s3 cp` downloads large objects with parallel ranged GETs.
+            subprocess.run(aws + ["s3", "cp", f"s3://{BUCKET}/{key}", str(dst)], env=env, check=True, capture_output=True)
+            assert dst.read_bytes() == src.read_bytes(), key
+            assert_stored_encrypted(world, key, src.read_bytes())
 
 
 def test_flipped_byte_fails_without_releasing_the_damaged_chunk(world):
@@ -322,12 +322,20 @@ def test_chunked_upload_without_length_gets_411(world):
 
 
 def test_unsupported_operations_are_refused_not_passed(world):
-    for method, path in [("POST", f"/{BUCKET}/mpu?uploads"), ("PUT", f"/{BUCKET}/mpu?partNumber=1&uploadId=x"),
-                         ("POST", f"/{BUCKET}")]:
-        resp, conn = raw_request(world["gw"], method, path, b"x" * 10)
+    for method, path, headers in [("POST", f"/{BUCKET}", {}),
+                                  ("PUT", f"/{BUCKET}/mpu?partNumber=1&uploadId=x", {"x-amz-copy-source": f"/{BUCKET}/meta"}),
+                                  ("PUT", f"/{BUCKET}/copy", {"x-amz-copy-source": f"/{BUCKET}/meta", "x-amz-metadata-directive": "REPLACE"})]:
+        resp, conn = raw_request(world["gw"], method, path, b"x" * 10, headers)
         text = resp.read()
         conn.close()
         assert resp.status == 501 and b"<Code>NotImplemented</Code>" in text, (method, path)
+    # A part for an upload the gateway did not start would be stored in plaintext.
+    upload = world["direct"].create_multipart_upload(Bucket=BUCKET, Key="foreign")["UploadId"]
+    resp, conn = raw_request(world["gw"], "PUT", f"/{BUCKET}/foreign?partNumber=1&uploadId={upload}", b"x" * 10)
+    text = resp.read()
+    conn.close()
+    assert resp.status == 404 and b"<Code>NoSuchUpload</Code>" in text
+    assert not world["direct"].list_parts(Bucket=BUCKET, Key="foreign", UploadId=upload).get("Parts")
 
 
 def test_client_cannot_forge_the_envelope(world):
