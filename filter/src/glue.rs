@@ -198,10 +198,16 @@ impl HttpContext for Exchange {
 impl Exchange {
     /// Sends an S3 XML error instead of forwarding; fails closed.
     fn refuse(&mut self, error: S3Error) -> Action {
-        Metrics::add(self.metrics.requests_refused, 1);
+        if error.status >= 400 {
+            Metrics::add(self.metrics.requests_refused, 1);
+        }
         let id = request_id();
-        let body = error.to_xml(&self.resource, &id);
-        let headers = [("content-type", "application/xml"), ("x-amz-request-id", id.as_str())];
+        let body = if error.has_body() { error.to_xml(&self.resource, &id) } else { String::new() };
+        let mut headers = vec![("x-amz-request-id", id.as_str())];
+        if error.has_body() {
+            headers.push(("content-type", "application/xml"));
+        }
+        headers.extend(error.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         if let Err(HostError(status)) = host::send_local_response(error.status, &headers, body.as_bytes()) {
             host::log(host::LOG_ERROR, &format!("cannot send error reply (status {status}); resetting"));
             let _ = host::reset_request();
@@ -279,7 +285,7 @@ impl Exchange {
             }
             Operation::ListObjects => {}
             Operation::GetObject | Operation::HeadObject => {
-                let (edits, request) = read::plan_request(&headers, &settings, operation == Operation::HeadObject);
+                let (edits, request) = read::plan_request(&headers, path, &settings, operation == Operation::HeadObject);
                 apply(host::REQUEST_HEADERS, &edits)?;
                 self.read = Some(request);
             }

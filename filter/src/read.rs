@@ -13,26 +13,95 @@ use sha2::{Digest, Sha256};
 
 /// What the request asked for, kept for the response callbacks (request
 /// headers cannot be read there).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ReadRequest {
     pub range: Option<ByteRange>,
     /// Chunk size the upstream Range was aligned to.
     pub aligned_to: u32,
     pub is_head: bool,
+    /// `?partNumber=N`: the backend picks the bytes, the client gets the part's plaintext.
+    pub part_number: bool,
+    pub conditions: Conditions,
 }
 
-/// Rewrites a plaintext Range into whole ciphertext chunks.
-pub fn plan_request(headers: &Headers, settings: &Settings, is_head: bool) -> (HeaderEdits, ReadRequest) {
-    let range = header(headers, "range").and_then(range::parse);
+/// Conditional-read headers. The backend only knows the ciphertext's ETag,
+/// so the filter takes all four off the upstream request and decides itself
+/// against the ETag the client sees, in the order S3 (RFC 7232) uses.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Conditions {
+    pub if_match: Option<String>,
+    pub if_none_match: Option<String>,
+    pub if_modified_since: Option<String>,
+    pub if_unmodified_since: Option<String>,
+}
+
+const CONDITION_HEADERS: [&str; 4] = ["if-match", "if-none-match", "if-modified-since", "if-unmodified-since"];
+
+/// The outcome of the conditions for a response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    Proceed,
+    NotModified,
+    Failed,
+}
+
+fn etag_list_matches(list: &str, etag: &str) -> bool {
+    let bare = |t: &str| t.trim().trim_start_matches("W/").trim_matches('"').to_owned();
+    list.split(',').any(|candidate| candidate.trim() == "*" || bare(candidate) == bare(etag))
+}
+
+fn parse_date(value: &str) -> Option<std::time::SystemTime> {
+    httpdate::parse_http_date(value.trim()).ok()
+}
+
+impl Conditions {
+    fn from_headers(headers: &Headers) -> Conditions {
+        let get = |name| header(headers, name).map(str::to_owned);
+        Conditions { if_match: get("if-match"), if_none_match: get("if-none-match"), if_modified_since: get("if-modified-since"), if_unmodified_since: get("if-unmodified-since") }
+    }
+
+    /// Evaluates against the ETag and Last-Modified the client would see.
+    /// Unparseable dates are ignored, as HTTP requires.
+    pub fn evaluate(&self, etag: &str, last_modified: Option<&str>) -> Precondition {
+        let modified = last_modified.and_then(parse_date);
+        match &self.if_match {
+            Some(list) if !etag_list_matches(list, etag) => return Precondition::Failed,
+            Some(_) => {}
+            None => {
+                if let (Some(since), Some(modified)) = (self.if_unmodified_since.as_deref().and_then(parse_date), modified) {
+                    if modified > since {
+                        return Precondition::Failed;
+                    }
+                }
+            }
+        }
+        match &self.if_none_match {
+            Some(list) if etag_list_matches(list, etag) => Precondition::NotModified,
+            Some(_) => Precondition::Proceed,
+            None => match (self.if_modified_since.as_deref().and_then(parse_date), modified) {
+                (Some(since), Some(modified)) if modified <= since => Precondition::NotModified,
+                _ => Precondition::Proceed,
+            },
+        }
+    }
+}
+
+/// Rewrites a plaintext Range into whole ciphertext chunks and takes the
+/// conditional headers over.
+pub fn plan_request(headers: &Headers, path: &str, settings: &Settings, is_head: bool) -> (HeaderEdits, ReadRequest) {
+    let part_number = crate::s3::query_param(path, "partNumber").is_some();
+    let range = if part_number { None } else { header(headers, "range").and_then(range::parse) };
     let mut edits = HeaderEdits::default();
     match range.and_then(|r| range::upstream_header(r, settings.chunk_size)) {
         Some(upstream) => edits.set.push(("range".into(), upstream)),
         // A Range S3 would ignore: ignore it too, never forward it as is.
-        None => edits.remove.push("range".into()),
+        // (With partNumber, the backend answers the Range error itself.)
+        None if !part_number => edits.remove.push("range".into()),
+        None => {}
     }
-    // Conditional reads on the ETag the client saw cannot be checked by the
-    // backend, which knows only the ciphertext ETag (a later issue maps them).
-    (edits, ReadRequest { range, aligned_to: settings.chunk_size, is_head })
+    let conditions = Conditions::from_headers(headers);
+    edits.remove.extend(CONDITION_HEADERS.iter().map(|h| h.to_string()));
+    (edits, ReadRequest { range, aligned_to: settings.chunk_size, is_head, part_number, conditions })
 }
 
 /// The body transform for a response.
@@ -139,11 +208,14 @@ pub fn plan_response(headers: &Headers, request: &ReadRequest, settings: &Settin
         if settings.unencrypted_objects == UnencryptedObjects::Refuse {
             return Err(S3Error::new(403, "AccessDenied", "This object was not written through the encryption gateway, and the gateway is configured to refuse unencrypted objects."));
         }
+        check_conditions(request, header(headers, "etag").unwrap_or_default(), header(headers, "last-modified"))?;
         // Unencrypted object: serve as is, trimmed to the range asked for.
         return slice_plain(request, start, received_end, total, edits);
     };
 
     let envelope = Envelope::parse(envelope_value).map_err(envelope_read_error)?;
+    let shown_etag = client_etag(&envelope, header(headers, "etag"));
+    check_conditions(request, shown_etag.as_deref().unwrap_or_default(), header(headers, "last-modified"))?;
     let dek = settings.keyring.open(&envelope).map_err(envelope_read_error)?;
     let chunk = envelope.chunk_size;
     let plain_total = sizes::plaintext_len(total, chunk).ok_or_else(|| corrupt("its length is not a possible ciphertext length"))?;
@@ -159,11 +231,15 @@ pub fn plan_response(headers: &Headers, request: &ReadRequest, settings: &Settin
     let start = aligned_start;
     let plain_start = start / sealed * u64::from(chunk);
 
+    // The received chunks hold this much plaintext.
+    let received_plain_end = if received_end == total { plain_total } else { (received_end / sealed) * u64::from(chunk) };
     let wanted = match request.range {
         Some(r) => match range::resolve(r, plain_total) {
             Some(span) => Some(span),
             None => return Err(invalid_range(plain_total)),
         },
+        // A part: whatever the backend sent, as plaintext.
+        None if request.part_number && status == 206 && received_plain_end > plain_start => Some((plain_start, received_plain_end - 1)),
         None => None,
     };
     let (want_start, want_end) = match wanted {
@@ -171,7 +247,6 @@ pub fn plan_response(headers: &Headers, request: &ReadRequest, settings: &Settin
         None => (0, plain_total),
     };
     // The received chunks must cover what is wanted.
-    let received_plain_end = if received_end == total { plain_total } else { (received_end / sealed) * u64::from(chunk) };
     if want_start < plain_start || want_end > received_plain_end {
         let why = if chunk == request.aligned_to { String::new() } else { format!(" (the object was written with chunk_size {chunk}; ranged reads of it need that chunk_size configured)") };
         return Err(S3Error::new(500, "InternalError", format!("The backend returned a range that does not cover the requested bytes{why}.")));
@@ -180,7 +255,7 @@ pub fn plan_response(headers: &Headers, request: &ReadRequest, settings: &Settin
     edits.remove = ciphertext_headers();
     edits.remove.push("content-range".into());
     edits.set.push(("content-length".into(), (want_end - want_start).to_string()));
-    if let Some(etag) = client_etag(&envelope, header(headers, "etag")) {
+    if let Some(etag) = shown_etag {
         edits.set.push(("etag".into(), etag));
     }
     let status = if wanted.is_some() {
@@ -196,6 +271,16 @@ pub fn plan_response(headers: &Headers, request: &ReadRequest, settings: &Settin
         BodyPlan::Decrypt { skip, opener: Box::new(ChunkOpener::new(dek, envelope.suite, chunk, window)) }
     };
     Ok(ResponsePlan { status: Some(status), edits, body })
+}
+
+/// Conditional headers decided against what the client sees: 412 and 304
+/// become the reply instead of the object.
+fn check_conditions(request: &ReadRequest, etag: &str, last_modified: Option<&str>) -> Result<(), S3Error> {
+    match request.conditions.evaluate(etag, last_modified) {
+        Precondition::Proceed => Ok(()),
+        Precondition::Failed => Err(S3Error::new(412, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold")),
+        Precondition::NotModified => Err(S3Error::not_modified(etag, last_modified)),
+    }
 }
 
 fn invalid_range(len: u64) -> S3Error {
@@ -248,5 +333,57 @@ impl BodyPlan {
             BodyPlan::Decrypt { opener, .. } => opener.finish(),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LAST_MODIFIED: &str = "Wed, 21 Oct 2026 07:28:00 GMT";
+    const BEFORE: &str = "Tue, 20 Oct 2026 07:28:00 GMT";
+    const AFTER: &str = "Thu, 22 Oct 2026 07:28:00 GMT";
+
+    fn eval(c: Conditions) -> Precondition {
+        c.evaluate("\"abc-1\"", Some(LAST_MODIFIED))
+    }
+
+    fn s(v: &str) -> Option<String> {
+        Some(v.to_string())
+    }
+
+    #[test]
+    fn etag_conditions() {
+        assert_eq!(eval(Conditions { if_match: s("\"abc-1\""), ..Default::default() }), Precondition::Proceed);
+        assert_eq!(eval(Conditions { if_match: s("\"x\", \"abc-1\""), ..Default::default() }), Precondition::Proceed);
+        assert_eq!(eval(Conditions { if_match: s("*"), ..Default::default() }), Precondition::Proceed);
+        assert_eq!(eval(Conditions { if_match: s("\"other\""), ..Default::default() }), Precondition::Failed);
+        assert_eq!(eval(Conditions { if_none_match: s("\"abc-1\""), ..Default::default() }), Precondition::NotModified);
+        assert_eq!(eval(Conditions { if_none_match: s("W/\"abc-1\""), ..Default::default() }), Precondition::NotModified);
+        assert_eq!(eval(Conditions { if_none_match: s("\"other\""), ..Default::default() }), Precondition::Proceed);
+    }
+
+    #[test]
+    fn date_conditions_and_s3_precedence() {
+        assert_eq!(eval(Conditions { if_modified_since: s(BEFORE), ..Default::default() }), Precondition::Proceed);
+        assert_eq!(eval(Conditions { if_modified_since: s(AFTER), ..Default::default() }), Precondition::NotModified);
+        assert_eq!(eval(Conditions { if_unmodified_since: s(BEFORE), ..Default::default() }), Precondition::Failed);
+        assert_eq!(eval(Conditions { if_unmodified_since: s(AFTER), ..Default::default() }), Precondition::Proceed);
+        // If-Match true wins over If-Unmodified-Since false (200).
+        assert_eq!(eval(Conditions { if_match: s("\"abc-1\""), if_unmodified_since: s(BEFORE), ..Default::default() }), Precondition::Proceed);
+        // If-None-Match false (it matches) with If-Modified-Since true: 304.
+        assert_eq!(eval(Conditions { if_none_match: s("\"abc-1\""), if_modified_since: s(BEFORE), ..Default::default() }), Precondition::NotModified);
+        // If-None-Match true (no match) overrides If-Modified-Since false.
+        assert_eq!(eval(Conditions { if_none_match: s("\"x\""), if_modified_since: s(AFTER), ..Default::default() }), Precondition::Proceed);
+        // Unparseable dates are ignored.
+        assert_eq!(eval(Conditions { if_unmodified_since: s("yesterday"), ..Default::default() }), Precondition::Proceed);
+    }
+
+    #[test]
+    fn opaque_etags() {
+        let e = opaque_etag("\"0123456789abcdef0123456789abcdef\"");
+        assert!(e.starts_with('"') && e.ends_with("-1\"") && e.len() == 36);
+        assert_eq!(opaque_etag("\"abc-3\""), "\"abc-3\"");
+        assert_eq!(e, opaque_etag("0123456789abcdef0123456789abcdef"));
     }
 }

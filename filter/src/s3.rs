@@ -167,7 +167,6 @@ pub fn classify(line: &RequestLine<'_>, addressing: &Addressing) -> Operation {
         "POST" if q("select") => Operation::Unsupported("SelectObjectContent"),
         "POST" if q("restore") => Operation::PassThrough,
         "POST" => Operation::Unsupported("POST on an object"),
-        "GET" | "HEAD" if q("partNumber") => Operation::Unsupported("GetObject with partNumber"),
         "GET" if q("attributes") => Operation::Unsupported("GetObjectAttributes"),
         "GET" if q("uploadId") => Operation::ListParts,
         "GET" if q("torrent") => Operation::Unsupported("GetObjectTorrent"),
@@ -197,11 +196,25 @@ pub struct S3Error {
     pub status: u32,
     pub code: &'static str,
     pub message: String,
+    /// Headers the reply carries besides the XML body (e.g. the ETag of a 304).
+    pub headers: Vec<(String, String)>,
 }
 
 impl S3Error {
     pub fn new(status: u32, code: &'static str, message: impl Into<String>) -> S3Error {
-        S3Error { status, code, message: message.into() }
+        S3Error { status, code, message: message.into(), headers: Vec::new() }
+    }
+
+    /// 304 Not Modified: no body, the ETag and Last-Modified the client knows.
+    pub fn not_modified(etag: &str, last_modified: Option<&str>) -> S3Error {
+        let mut headers = vec![("etag".to_string(), etag.to_string())];
+        headers.extend(last_modified.map(|l| ("last-modified".to_string(), l.to_string())));
+        S3Error { status: 304, code: "NotModified", message: String::new(), headers }
+    }
+
+    /// Whether the reply has an XML body (a 304 has none).
+    pub fn has_body(&self) -> bool {
+        self.status != 304
     }
 
     /// The XML body S3 sends with an error.
@@ -286,7 +299,7 @@ mod tests {
 
     #[test]
     fn operations_that_would_lose_data_are_refused() {
-        for (m, p) in [("PUT", "/b/k?partNumber=1"), ("POST", "/b"), ("GET", "/b/k?partNumber=1"), ("POST", "/b/k?select&select-type=2")] {
+        for (m, p) in [("PUT", "/b/k?partNumber=1"), ("POST", "/b"), ("POST", "/b/k?select&select-type=2")] {
             assert!(matches!(op(m, p), Operation::Unsupported(_)), "{m} {p}");
         }
         assert!(matches!(op_with("PUT", "/b/k", true, true), Operation::Unsupported(_)));
