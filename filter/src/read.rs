@@ -112,7 +112,10 @@ pub enum BodyPlan {
     Slice { skip: u64, len: u64, seen: u64 },
     /// Drop `skip` bytes (a partial leading chunk), then decrypt and release
     /// only authenticated plaintext.
-    Decrypt { skip: u64, opener: Box<ChunkOpener> },
+    /// `remaining` is what Content-Length promised: a stored object whose
+    /// chunks hold more or less plaintext than its size says (odd multipart
+    /// part sizes, see FORMAT.md) is cut, never passed off as complete.
+    Decrypt { skip: u64, remaining: u64, opener: Box<ChunkOpener> },
 }
 
 pub struct ResponsePlan {
@@ -268,7 +271,7 @@ pub fn plan_response(headers: &Headers, request: &ReadRequest, settings: &Settin
         BodyPlan::Unchanged
     } else {
         let window = ReadWindow { object_len: total, start, end: received_end, plain_start, want_start, want_end };
-        BodyPlan::Decrypt { skip, opener: Box::new(ChunkOpener::new(dek, envelope.suite, chunk, window)) }
+        BodyPlan::Decrypt { skip, remaining: want_end - want_start, opener: Box::new(ChunkOpener::new(dek, envelope.suite, chunk, window)) }
     };
     Ok(ResponsePlan { status: Some(status), edits, body })
 }
@@ -319,10 +322,17 @@ impl BodyPlan {
                 }
                 *seen = piece_end;
             }
-            BodyPlan::Decrypt { skip, opener } => {
+            BodyPlan::Decrypt { skip, remaining, opener } => {
                 let dropped = usize::try_from(*skip).unwrap_or(usize::MAX).min(data.len());
                 *skip -= dropped as u64;
+                let before = out.len();
                 opener.push(data.get(dropped..).unwrap_or_default(), out)?;
+                let produced = (out.len() - before) as u64;
+                if produced > *remaining {
+                    out.truncate(before);
+                    return Err(crate::stream::StreamError::LengthMismatch);
+                }
+                *remaining -= produced;
             }
         }
         Ok(())
@@ -330,7 +340,14 @@ impl BodyPlan {
 
     pub fn finish(&mut self) -> Result<(), crate::stream::StreamError> {
         match self {
-            BodyPlan::Decrypt { opener, .. } => opener.finish(),
+            BodyPlan::Decrypt { opener, remaining, .. } => {
+                opener.finish()?;
+                if *remaining == 0 {
+                    Ok(())
+                } else {
+                    Err(crate::stream::StreamError::LengthMismatch)
+                }
+            }
             _ => Ok(()),
         }
     }
