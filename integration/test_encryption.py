@@ -8,6 +8,7 @@ gives, and an independent decoder (s3crypt_format.py, written from FORMAT.md)
 decrypts the stored bytes with the stored envelope.
 """
 
+import base64
 import hashlib
 import http.client
 import json
@@ -113,9 +114,20 @@ def test_boto3_checksum_validation_on_get(world):
     """boto3 asks for response checksums by default; the ciphertext's must never be shown."""
     s3 = client(world["gw"], response_checksum_validation="when_supported")
     data = os.urandom(200_000)
-    s3.put_object(Bucket=BUCKET, Key="cksum", Body=data, ChecksumAlgorithm="SHA256")
+    put = s3.put_object(Bucket=BUCKET, Key="cksum", Body=data, ChecksumAlgorithm="SHA256")
+    want = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    assert put["ChecksumSHA256"] == want
     got = s3.get_object(Bucket=BUCKET, Key="cksum", ChecksumMode="ENABLED")
+    # The plaintext checksum sent at upload comes back, and boto3 checks it.
+    assert got["ChecksumSHA256"] == want
     assert got["Body"].read() == data
+    assert s3.head_object(Bucket=BUCKET, Key="cksum", ChecksumMode="ENABLED")["ChecksumSHA256"] == want
+    # A range has no whole-object checksum.
+    ranged = s3.get_object(Bucket=BUCKET, Key="cksum", ChecksumMode="ENABLED", Range="bytes=0-9")
+    assert "ChecksumSHA256" not in ranged and ranged["Body"].read() == data[:10]
+    # The stored metadata holds no checksum of the ciphertext.
+    stored = world["direct"].head_object(Bucket=BUCKET, Key="cksum", ChecksumMode="ENABLED")
+    assert stored.get("ChecksumSHA256") != want
 
 
 def test_etag_is_plaintext_md5_when_client_sent_content_md5(world):

@@ -28,6 +28,11 @@ use zeroize::Zeroizing;
 
 /// The user-metadata header carrying the envelope.
 pub const METADATA_HEADER: &str = "x-amz-meta-s3crypt";
+/// Plaintext checksums the client sent as headers at upload (verified by the
+/// gateway), as `crc32=<base64>;sha256=<base64>`: returned on full GETs with
+/// `x-amz-checksum-mode: ENABLED`. Not part of the envelope, not authenticated:
+/// altering it can only make a client's own check fail.
+pub const CHECKSUM_HEADER: &str = "x-amz-meta-s3crypt-checksum";
 pub const FORMAT_VERSION: &str = "1";
 pub const WRAP_NONCE_LEN: usize = 24;
 pub const WRAPPED_LEN: usize = WRAP_NONCE_LEN + KEY_LEN + 16;

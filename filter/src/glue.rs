@@ -4,7 +4,7 @@
 //! here may panic: a panic kills the VM.
 
 use crate::config::{self, Settings};
-use crate::envelope::{Envelope, METADATA_HEADER};
+use crate::envelope::{Envelope, CHECKSUM_HEADER, METADATA_HEADER};
 use crate::multipart::{self, BodyRewrite, PendingUpload};
 use crate::host::{self, HostError};
 use crate::put::{self, header, HeaderEdits, Upload};
@@ -221,12 +221,27 @@ impl Exchange {
 
     fn request_headers(&mut self, end_of_stream: bool) -> Result<Action, S3Error> {
         let settings = self.settings.clone().ok_or_else(|| S3Error::new(503, "ServiceUnavailable", "The encryption gateway is not configured; see the Envoy log."))?;
-        let headers = host::get_headers(host::REQUEST_HEADERS).map_err(host_error)?;
+        let mut headers = host::get_headers(host::REQUEST_HEADERS).map_err(host_error)?;
+        // Virtual-hosted requests continue in path style (the routes expect it).
+        let authority = header(&headers, ":authority").unwrap_or_default();
+        if let Some((path, host)) = s3::to_path_style(header(&headers, ":path").unwrap_or("/"), authority, &settings.addressing) {
+            host::set_header(host::REQUEST_HEADERS, ":path", &path).map_err(host_error)?;
+            host::set_header(host::REQUEST_HEADERS, ":authority", &host).map_err(host_error)?;
+            for (name, value) in headers.iter_mut() {
+                match name.as_str() {
+                    ":path" => value.clone_from(&path),
+                    ":authority" => value.clone_from(&host),
+                    _ => {}
+                }
+            }
+        }
         let path = header(&headers, ":path").unwrap_or("/");
         self.resource = path.split('?').next().unwrap_or("/").to_string();
-        // Only the gateway writes its envelope; a client-sent one is dropped.
-        if header(&headers, METADATA_HEADER).is_some() {
-            host::remove_header(host::REQUEST_HEADERS, METADATA_HEADER).map_err(host_error)?;
+        // Only the gateway writes its metadata; a client-sent copy is dropped.
+        for name in [METADATA_HEADER, CHECKSUM_HEADER] {
+            if header(&headers, name).is_some() {
+                host::remove_header(host::REQUEST_HEADERS, name).map_err(host_error)?;
+            }
         }
         let line = RequestLine {
             method: header(&headers, ":method").unwrap_or(""),
@@ -235,7 +250,7 @@ impl Exchange {
             has_copy_source: header(&headers, "x-amz-copy-source").is_some(),
             metadata_directive_replace: header(&headers, "x-amz-metadata-directive").is_some_and(|v| v.trim().eq_ignore_ascii_case("REPLACE")),
         };
-        let operation = s3::classify(&line, &settings.addressing);
+        let operation = s3::classify(&line, &s3::Addressing::default());
         self.operation = Some(operation);
         match operation {
             Operation::PutObject => {

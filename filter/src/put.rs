@@ -5,7 +5,7 @@ use crate::cipher::{Suite, KEY_LEN};
 use crate::config::Settings;
 use crate::upload_id::ClientUploadId;
 use crate::digest::{ChecksumAlgorithm, DigestClaim, DigestError, PlaintextDigests};
-use crate::envelope::{Envelope, EnvelopeError, METADATA_HEADER};
+use crate::envelope::{Envelope, EnvelopeError, CHECKSUM_HEADER, METADATA_HEADER};
 use crate::s3::S3Error;
 use crate::sizes;
 use crate::stream::{SegmentSealer, StreamError};
@@ -149,8 +149,18 @@ pub fn plan(headers: &Headers, settings: &Settings) -> Result<(HeaderEdits, Uplo
     let claims = body_claims(headers, MAX_PUT_SIZE)?;
     let (mut envelope, dek) = settings.keyring.new_object(settings.suite, settings.chunk_size, Some(claims.length)).map_err(envelope_error)?;
     envelope.plaintext_md5 = claims.plaintext_md5;
+    let checksums: Vec<String> = claims
+        .echo_checksums
+        .iter()
+        .map(|(header, value)| format!("{}={value}", header.trim_start_matches("x-amz-checksum-")))
+        .collect();
     let (mut edits, upload) = segment(claims, &dek, settings.suite, settings.chunk_size, 0)?;
     edits.set.push((METADATA_HEADER.into(), envelope.encode()));
+    if checksums.is_empty() {
+        edits.remove.push(CHECKSUM_HEADER.into());
+    } else {
+        edits.set.push((CHECKSUM_HEADER.into(), checksums.join(";")));
+    }
     Ok((edits, upload, envelope))
 }
 

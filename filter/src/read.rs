@@ -3,7 +3,7 @@
 
 use crate::config::{Settings, UnencryptedObjects};
 use crate::digest::ChecksumAlgorithm;
-use crate::envelope::{Envelope, EnvelopeError, METADATA_HEADER};
+use crate::envelope::{Envelope, EnvelopeError, CHECKSUM_HEADER, METADATA_HEADER};
 use crate::put::{header, HeaderEdits, Headers};
 use crate::range::{self, ByteRange};
 use crate::s3::S3Error;
@@ -22,6 +22,8 @@ pub struct ReadRequest {
     /// `?partNumber=N`: the backend picks the bytes, the client gets the part's plaintext.
     pub part_number: bool,
     pub conditions: Conditions,
+    /// `x-amz-checksum-mode: ENABLED`: return the plaintext checksum if known.
+    pub checksum_mode: bool,
 }
 
 /// Conditional-read headers. The backend only knows the ciphertext's ETag,
@@ -101,7 +103,8 @@ pub fn plan_request(headers: &Headers, path: &str, settings: &Settings, is_head:
     }
     let conditions = Conditions::from_headers(headers);
     edits.remove.extend(CONDITION_HEADERS.iter().map(|h| h.to_string()));
-    (edits, ReadRequest { range, aligned_to: settings.chunk_size, is_head, part_number, conditions })
+    let checksum_mode = header(headers, "x-amz-checksum-mode").is_some_and(|v| v.trim().eq_ignore_ascii_case("enabled"));
+    (edits, ReadRequest { range, aligned_to: settings.chunk_size, is_head, part_number, conditions, checksum_mode })
 }
 
 /// The body transform for a response.
@@ -148,7 +151,7 @@ pub fn opaque_etag(backend: &str) -> String {
 
 /// Headers of the stored (ciphertext) object that must not reach the client.
 fn ciphertext_headers() -> Vec<String> {
-    let mut names: Vec<String> = vec![METADATA_HEADER.into(), "content-md5".into(), "x-amz-checksum-type".into()];
+    let mut names: Vec<String> = vec![METADATA_HEADER.into(), CHECKSUM_HEADER.into(), "content-md5".into(), "x-amz-checksum-type".into()];
     names.extend(ChecksumAlgorithm::ALL.iter().map(|a| a.header().to_string()));
     names
 }
@@ -261,6 +264,9 @@ pub fn plan_response(headers: &Headers, request: &ReadRequest, settings: &Settin
     if let Some(etag) = shown_etag {
         edits.set.push(("etag".into(), etag));
     }
+    if request.checksum_mode && wanted.is_none() {
+        edits.set.extend(stored_checksums(header(headers, CHECKSUM_HEADER).unwrap_or_default()));
+    }
     let status = if wanted.is_some() {
         edits.set.push(("content-range".into(), format!("bytes {}-{}/{}", want_start, want_end - 1, plain_total)));
         206
@@ -274,6 +280,19 @@ pub fn plan_response(headers: &Headers, request: &ReadRequest, settings: &Settin
         BodyPlan::Decrypt { skip, remaining: want_end - want_start, opener: Box::new(ChunkOpener::new(dek, envelope.suite, chunk, window)) }
     };
     Ok(ResponsePlan { status: Some(status), edits, body })
+}
+
+/// `crc32=<b64>;sha256=<b64>` from the checksum metadata, as response headers.
+fn stored_checksums(value: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = value
+        .split(';')
+        .filter_map(|field| field.split_once('='))
+        .filter_map(|(name, v)| ChecksumAlgorithm::ALL.iter().find(|a| a.header().trim_start_matches("x-amz-checksum-") == name).map(|a| (a.header().to_string(), v.to_string())))
+        .collect();
+    if !out.is_empty() {
+        out.push(("x-amz-checksum-type".into(), "FULL_OBJECT".into()));
+    }
+    out
 }
 
 /// Conditional headers decided against what the client sees: 412 and 304

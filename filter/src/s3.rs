@@ -134,6 +134,28 @@ fn key_and_query<'a>(line: &RequestLine<'a>, addressing: &Addressing) -> (&'a st
     (key, query)
 }
 
+/// A virtual-hosted request (`Host: bucket.<suffix>`, path `/key`) in path
+/// style (`Host: <suffix>`, path `/bucket/key`), the form the gateway's routes
+/// and the rest of the filter use. `None` if it is path style already.
+pub fn to_path_style(path: &str, host: &str, addressing: &Addressing) -> Option<(String, String)> {
+    let (name, port) = match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
+        _ => (host, None),
+    };
+    let name = name.to_ascii_lowercase();
+    addressing.virtual_host_suffixes.iter().find_map(|suffix| {
+        let bucket = name.strip_suffix(suffix.as_str())?.strip_suffix('.')?;
+        if bucket.is_empty() {
+            return None;
+        }
+        let new_host = match port {
+            Some(p) => format!("{suffix}:{p}"),
+            None => suffix.clone(),
+        };
+        Some((format!("/{bucket}{path}"), new_host))
+    })
+}
+
 pub fn classify(line: &RequestLine<'_>, addressing: &Addressing) -> Operation {
     let (key, query) = key_and_query(line, addressing);
     let q = |name| has_query_param(query, name);
@@ -311,6 +333,16 @@ mod tests {
         let line = |path| RequestLine { method: "PUT", path, host: "bucket.s3.example.com:443", has_copy_source: false, metadata_directive_replace: false };
         assert_eq!(classify(&line("/key"), &addressing), Operation::PutObject);
         assert_eq!(classify(&line("/"), &addressing), Operation::PassThrough);
+    }
+
+    #[test]
+    fn virtual_hosted_to_path_style() {
+        let addressing = Addressing { virtual_host_suffixes: vec!["s3.example.com".into()] };
+        assert_eq!(to_path_style("/a/b?x=1", "Photos.s3.example.com:8443", &addressing), Some(("/photos/a/b?x=1".into(), "s3.example.com:8443".into())));
+        assert_eq!(to_path_style("/?list-type=2", "b.s3.example.com", &addressing), Some(("/b/?list-type=2".into(), "s3.example.com".into())));
+        assert_eq!(to_path_style("/b/k", "s3.example.com", &addressing), None);
+        assert_eq!(to_path_style("/b/k", "127.0.0.1:10000", &addressing), None);
+        assert_eq!(to_path_style("/k", "evil-s3.example.com", &addressing), None);
     }
 
     #[test]
