@@ -335,8 +335,7 @@ def test_chunked_upload_without_length_gets_411(world):
 
 def test_unsupported_operations_are_refused_not_passed(world):
     for method, path, headers in [("POST", f"/{BUCKET}", {}),
-                                  ("PUT", f"/{BUCKET}/mpu?partNumber=1&uploadId=x", {"x-amz-copy-source": f"/{BUCKET}/meta"}),
-                                  ("PUT", f"/{BUCKET}/copy", {"x-amz-copy-source": f"/{BUCKET}/meta", "x-amz-metadata-directive": "REPLACE"})]:
+                                  ("PUT", f"/{BUCKET}/mpu?partNumber=1&uploadId=x", {"x-amz-copy-source": f"/{BUCKET}/meta"})]:
         resp, conn = raw_request(world["gw"], method, path, b"x" * 10, headers)
         text = resp.read()
         conn.close()
@@ -410,3 +409,40 @@ def test_bad_config_refuses_to_start(world, config, field):
             assert absent(world, "must-not-exist")
     finally:
         gw.stop()
+
+
+def test_copy_object_always_decrypts(world):
+    s3 = client(world["gw"])
+    data = os.urandom(150_000)
+    md5 = hashlib.md5(data)
+    s3.put_object(Bucket=BUCKET, Key="copy-src", Body=data, Metadata={"a": "1"}, ContentType="text/x-src",
+                  ContentMD5=base64.b64encode(md5.digest()).decode())
+    src_etag = s3.head_object(Bucket=BUCKET, Key="copy-src")["ETag"]
+    assert src_etag == f'"{md5.hexdigest()}"'
+    # Metadata COPY: the envelope travels with the body.
+    r = s3.copy_object(Bucket=BUCKET, Key="copy-keep", CopySource={"Bucket": BUCKET, "Key": "copy-src"})
+    assert r["CopyObjectResult"]["ETag"] == src_etag
+    got = s3.get_object(Bucket=BUCKET, Key="copy-keep")
+    assert got["Body"].read() == data and got["Metadata"] == {"a": "1"}
+    # Metadata REPLACE: the gateway carries the envelope over.
+    s3.copy_object(Bucket=BUCKET, Key="copy-replace", CopySource={"Bucket": BUCKET, "Key": "copy-src"},
+                   MetadataDirective="REPLACE", Metadata={"b": "2"}, ContentType="text/x-new")
+    got = s3.get_object(Bucket=BUCKET, Key="copy-replace")
+    assert got["Body"].read() == data
+    assert got["Metadata"] == {"b": "2"} and got["ContentType"] == "text/x-new"
+    assert_stored_encrypted(world, "copy-replace", data)
+    # Copy conditions are about the ETag the client sees.
+    s3.copy_object(Bucket=BUCKET, Key="copy-cond", CopySource={"Bucket": BUCKET, "Key": "copy-src"}, CopySourceIfMatch=src_etag)
+    with pytest.raises(ClientError) as e:
+        s3.copy_object(Bucket=BUCKET, Key="copy-cond2", CopySource={"Bucket": BUCKET, "Key": "copy-src"}, CopySourceIfNoneMatch=src_etag)
+    assert e.value.response["Error"]["Code"] == "PreconditionFailed"
+    with pytest.raises(ClientError) as e:
+        s3.copy_object(Bucket=BUCKET, Key="copy-missing", CopySource={"Bucket": BUCKET, "Key": "no-such-key"})
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    # A multipart source.
+    big = os.urandom(6 * 1024 * 1024)
+    from boto3.s3.transfer import TransferConfig
+    import io
+    s3.upload_fileobj(io.BytesIO(big), BUCKET, "copy-mp-src", Config=TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024))
+    s3.copy_object(Bucket=BUCKET, Key="copy-mp", CopySource={"Bucket": BUCKET, "Key": "copy-mp-src"}, MetadataDirective="REPLACE")
+    assert s3.get_object(Bucket=BUCKET, Key="copy-mp")["Body"].read() == big

@@ -624,6 +624,15 @@ class Gateway:
             self._plugin_config = resolve_plugin_config(self.settings)
         return self._plugin_config
 
+    def filter_config(self) -> dict:
+        """The plugin JSON given to the filter: the user's, plus how the filter
+        itself reaches the backend (the cluster below, for CopyObject source
+        lookups) unless the user's config says so already."""
+        config = dict(self.plugin_config())
+        config.setdefault("backend", {"cluster": "s3_backend", "authority": self.upstream.authority,
+                                      "addressing": self.settings.addressing})
+        return config
+
     def render(self) -> str:
         s, up = self.settings, self.upstream
         if s.addressing == "virtual" and up.is_ip:
@@ -646,7 +655,7 @@ class Gateway:
             "VIRTUAL_HOST_SUBSTITUTION": "\\1." + up.authority,
             "CA_BUNDLE": s.ca_bundle,
             "WASM_PATH": str(s.wasm),
-            "PLUGIN_CONFIG": "" if self.no_filter else json.dumps(self.plugin_config()),
+            "PLUGIN_CONFIG": "" if self.no_filter else json.dumps(self.filter_config()),
             "VM_HOST_ENV_KEYS": [] if self.no_filter else env_names(self.plugin_config()),
         }
         flags = {"FILTER": not self.no_filter, "TLS": up.tls, "VIRTUAL": s.addressing == "virtual"}

@@ -3,6 +3,7 @@
 
 use crate::cipher::{Suite, KEY_LEN};
 use crate::envelope::{valid_chunk_size, valid_key_id, Kek, Keyring, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use crate::copy::Backend;
 use crate::s3::Addressing;
 use serde::Deserialize;
 use zeroize::Zeroizing;
@@ -45,6 +46,8 @@ pub struct Settings {
     pub chunk_size: u32,
     pub unencrypted_objects: UnencryptedObjects,
     pub addressing: Addressing,
+    /// How the filter reaches the backend itself (CopyObject source lookups).
+    pub backend: Option<Backend>,
 }
 
 #[derive(Deserialize)]
@@ -56,6 +59,15 @@ struct RawConfig {
     chunk_size: Option<u32>,
     unencrypted_objects: Option<String>,
     virtual_host_suffixes: Option<Vec<String>>,
+    backend: Option<RawBackend>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    cluster: Option<String>,
+    authority: Option<String>,
+    addressing: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -113,6 +125,26 @@ pub fn parse(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Settin
     }
     let addressing = Addressing { virtual_host_suffixes: virtual_host_suffixes.iter().map(|s| s.to_ascii_lowercase()).collect() };
 
+    let backend = match &raw.backend {
+        None => None,
+        Some(b) => {
+            let cluster = b.cluster.clone().unwrap_or_else(|| "s3_backend".into());
+            if cluster.is_empty() || cluster.contains(char::is_whitespace) {
+                return Err(err("backend.cluster", "must be the name of the Envoy cluster that reaches the backend"));
+            }
+            let authority = b.authority.clone().ok_or_else(|| err("backend.authority", "required: the host[:port] the backend expects"))?;
+            if authority.is_empty() || authority.contains('/') || authority.contains(char::is_whitespace) {
+                return Err(err("backend.authority", "must be host or host:port, without scheme or path"));
+            }
+            let virtual_hosted = match b.addressing.as_deref() {
+                None | Some("path") => false,
+                Some("virtual") => true,
+                Some(other) => return Err(err("backend.addressing", format!("must be \"path\" or \"virtual\", got {other:?}"))),
+            };
+            Some(Backend { cluster, authority, virtual_hosted })
+        }
+    };
+
     let raw_keys = raw.keys.as_deref().unwrap_or_default();
     if raw_keys.is_empty() {
         return Err(err("keys", "at least one key is required"));
@@ -137,7 +169,7 @@ pub fn parse(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Settin
         None => return Err(err("write_key", "required when more than one key is configured")),
     };
     let keyring = Keyring::new(keks, &write_key).ok_or_else(|| err("write_key", format!("no key with id {write_key:?}")))?;
-    Ok(Settings { keyring, suite, chunk_size, unencrypted_objects, addressing })
+    Ok(Settings { keyring, suite, chunk_size, unencrypted_objects, addressing, backend })
 }
 
 fn secret(value: &Option<String>, env_name: &Option<String>, field: &dyn Fn(&str) -> String, name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Zeroizing<String>>, ConfigError> {
@@ -228,6 +260,8 @@ mod tests {
         assert_eq!(field_of(r#"{"keys":[{"id":"a","password":"pw","pbkdf2_salt":"0123456789abcdef","pbkdf2_iterations":10}]}"#), "keys[0].pbkdf2_iterations");
         assert_eq!(field_of(r#"{"keys":[{"id":"a","password_env":"NOPE"}]}"#), "keys[0].password_env");
         assert_eq!(field_of(&format!(r#"{{"keys":[{{"id":"a","key_hex":"{HEX}"}}],"virtual_host_suffixes":["http://x:1"]}}"#)), "virtual_host_suffixes[0]");
+        assert_eq!(field_of(&format!(r#"{{"keys":[{{"id":"a","key_hex":"{HEX}"}}],"backend":{{}}}}"#)), "backend.authority");
+        assert_eq!(field_of(&format!(r#"{{"keys":[{{"id":"a","key_hex":"{HEX}"}}],"backend":{{"authority":"h:1","addressing":"x"}}}}"#)), "backend.addressing");
     }
 
     #[test]

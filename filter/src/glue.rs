@@ -4,6 +4,7 @@
 //! here may panic: a panic kills the VM.
 
 use crate::config::{self, Settings};
+use crate::copy;
 use crate::envelope::{Envelope, CHECKSUM_HEADER, METADATA_HEADER};
 use crate::multipart::{self, BodyRewrite, PendingUpload};
 use crate::host::{self, HostError};
@@ -113,6 +114,10 @@ struct Exchange {
     client_upload: Option<(String, u32)>,
     request_rewrite: Option<BodyRewrite>,
     response_rewrite: Option<BodyRewrite>,
+    /// CopyObject waiting for the HEAD of its source.
+    pending_copy: Option<copy::PendingCopy>,
+    /// CopyObject: the source's HEAD came back (the response body is rewritten).
+    copy_checked: bool,
     read: Option<ReadRequest>,
     body: Option<BodyPlan>,
     /// Reused output buffer for transformed body pieces.
@@ -143,7 +148,16 @@ fn request_id() -> String {
     hex::encode_upper(id)
 }
 
-impl Context for Exchange {}
+impl Context for Exchange {
+    fn on_http_call_response(&mut self, _token_id: u32, _num_headers: usize, _body_size: usize, _num_trailers: usize) {
+        if self.finished {
+            return;
+        }
+        if let Err(e) = self.copy_source_checked() {
+            self.refuse(e);
+        }
+    }
+}
 
 impl HttpContext for Exchange {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -304,12 +318,42 @@ impl Exchange {
                 apply(host::REQUEST_HEADERS, &edits)?;
                 self.read = Some(request);
             }
-            Operation::CopyObjectKeepMetadata | Operation::PassThrough => {}
+            Operation::CopyObject => return self.start_copy(&headers, &settings),
+            Operation::PassThrough => {}
             Operation::Unsupported(what) => {
                 return Err(S3Error::new(501, "NotImplemented", format!("{what} is not supported by the encryption gateway yet.")));
             }
         }
         Ok(Action::Continue)
+    }
+
+    /// CopyObject: look at the source first (HEAD through the backend cluster),
+    /// holding the request; without a configured backend, only copies that
+    /// keep the metadata (and so the envelope) can pass.
+    fn start_copy(&mut self, headers: &[(String, String)], settings: &Settings) -> Result<Action, S3Error> {
+        let (edits, pending) = copy::plan_request(headers);
+        let Some(backend) = settings.backend.as_ref() else {
+            if pending.replace_metadata {
+                return Err(S3Error::new(501, "NotImplemented", "CopyObject with x-amz-metadata-directive REPLACE needs the plugin's \"backend\" setting."));
+            }
+            return Ok(Action::Continue);
+        };
+        let source = header(headers, "x-amz-copy-source").and_then(copy::source).ok_or_else(|| S3Error::new(400, "InvalidArgument", "Copy Source must mention the source bucket and key: sourcebucket/sourcekey."))?;
+        let head = copy::head_request(backend, &source.0, &source.1, source.2.as_deref());
+        apply(host::REQUEST_HEADERS, &edits)?;
+        host::dispatch(&backend.cluster, &head, std::time::Duration::from_secs(15)).map_err(|e| S3Error::new(503, "ServiceUnavailable", format!("cannot reach the backend cluster {:?} (status {})", backend.cluster, e.0)))?;
+        self.pending_copy = Some(pending);
+        Ok(Action::Pause)
+    }
+
+    fn copy_source_checked(&mut self) -> Result<(), S3Error> {
+        let pending = self.pending_copy.take().ok_or_else(|| S3Error::new(500, "InternalError", "unexpected callout"))?;
+        let head = host::get_headers(host::CALL_RESPONSE_HEADERS).map_err(host_error)?;
+        let (edits, envelope) = copy::plan_after_head(&pending, &head)?;
+        apply(host::REQUEST_HEADERS, &edits)?;
+        self.stored = envelope;
+        self.copy_checked = true;
+        host::resume_request().map_err(host_error)
     }
 
     fn start_upload(&mut self, upload: Upload, end_of_stream: bool) -> Result<(), S3Error> {
@@ -368,6 +412,13 @@ impl Exchange {
                     edits.set.push(("etag".into(), etag));
                 }
                 apply(host::RESPONSE_HEADERS, &edits)?;
+            }
+            Some(Operation::CopyObject) if self.copy_checked => {
+                let headers = host::get_headers(host::RESPONSE_HEADERS).map_err(host_error)?;
+                if header(&headers, ":status") == Some("200") {
+                    self.response_rewrite = Some(BodyRewrite::copied(self.stored.take()));
+                    host::remove_header(host::RESPONSE_HEADERS, "content-length").map_err(host_error)?;
+                }
             }
             Some(Operation::CreateMultipartUpload) | Some(Operation::ListParts) | Some(Operation::ListObjects) => {
                 let headers = host::get_headers(host::RESPONSE_HEADERS).map_err(host_error)?;

@@ -16,6 +16,7 @@ const NOT_FOUND: u32 = 1;
 // The ABI numbers, taken from the SDK's enums so they cannot drift.
 pub const REQUEST_HEADERS: u32 = MapType::HttpRequestHeaders as u32;
 pub const RESPONSE_HEADERS: u32 = MapType::HttpResponseHeaders as u32;
+pub const CALL_RESPONSE_HEADERS: u32 = MapType::HttpCallResponseHeaders as u32;
 pub const REQUEST_BODY: u32 = BufferType::HttpRequestBody as u32;
 pub const RESPONSE_BODY: u32 = BufferType::HttpResponseBody as u32;
 const PLUGIN_CONFIGURATION: u32 = BufferType::PluginConfiguration as u32;
@@ -46,6 +47,7 @@ extern "C" {
         grpc_status: i32,
     ) -> u32;
     fn proxy_close_stream(stream_type: u32) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
     fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
 }
@@ -161,6 +163,19 @@ pub fn send_local_response(status: u32, headers: &[(&str, &str)], body: &[u8]) -
 
 pub fn reset_request() -> Result<(), HostError> {
     check(unsafe { proxy_close_stream(STREAM_HTTP_REQUEST) })
+}
+
+pub fn resume_request() -> Result<(), HostError> {
+    check(unsafe { proxy_continue_stream(STREAM_HTTP_REQUEST) })
+}
+
+/// An HTTP call to an Envoy cluster. This one goes through the SDK, which
+/// must register the call to route its response back to this context; the
+/// SDK returns the statuses Envoy can give (Ok, BadArgument, InternalFailure)
+/// as values.
+pub fn dispatch(cluster: &str, headers: &[(String, String)], timeout: std::time::Duration) -> Result<u32, HostError> {
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    proxy_wasm::hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout).map_err(|s| HostError(s as u32))
 }
 
 pub fn reset_response() -> Result<(), HostError> {

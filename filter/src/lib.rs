@@ -7,6 +7,7 @@
 
 pub mod cipher;
 pub mod config;
+pub mod copy;
 pub mod digest;
 pub mod envelope;
 pub mod multipart;

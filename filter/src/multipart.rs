@@ -61,6 +61,9 @@ enum Kind {
     /// CompleteMultipartUpload request: part checksums (of the plaintext, which
     /// the backend never saw) blanked out without changing the length.
     Complete,
+    /// CopyObject response: the ETag the client will see on the copy; no
+    /// checksums of the ciphertext.
+    Copied(Option<crate::envelope::Envelope>),
 }
 
 pub struct BodyRewrite {
@@ -79,6 +82,10 @@ impl BodyRewrite {
 
     pub fn listing(chunk_size: u32) -> BodyRewrite {
         BodyRewrite { rewriter: RecordRewriter::new(&["Contents", "Version"]), kind: Kind::Listing { chunk_size } }
+    }
+
+    pub fn copied(envelope: Option<crate::envelope::Envelope>) -> BodyRewrite {
+        BodyRewrite { rewriter: RecordRewriter::new(&["CopyObjectResult"]), kind: Kind::Copied(envelope) }
     }
 
     pub fn complete() -> BodyRewrite {
@@ -113,6 +120,15 @@ impl BodyRewrite {
                         }
                         _ => Some(resized),
                     }
+                }
+                (Kind::Copied(envelope), _) => {
+                    let record = remove_elements(record, "Checksum");
+                    let stored = xml_unescape(element_text(&record, "ETag")?);
+                    let shown = match envelope {
+                        Some(env) => crate::read::client_etag(env, Some(&stored))?,
+                        None => stored,
+                    };
+                    Some(replace_element_text(&record, "ETag", &xml_escape(&shown)))
                 }
                 (Kind::Complete, "Part") => {
                     let trimmed = remove_elements(record, "Checksum");

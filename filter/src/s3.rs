@@ -6,8 +6,8 @@ pub enum Operation {
     PutObject,
     GetObject,
     HeadObject,
-    /// CopyObject keeping the source's metadata (the envelope travels with it).
-    CopyObjectKeepMetadata,
+    /// CopyObject (metadata COPY or REPLACE: see `copy`).
+    CopyObject,
     CreateMultipartUpload,
     UploadPart,
     CompleteMultipartUpload,
@@ -174,13 +174,7 @@ pub fn classify(line: &RequestLine<'_>, addressing: &Addressing) -> Operation {
         "PUT" if line.has_copy_source && q("partNumber") => Operation::Unsupported("UploadPartCopy"),
         "PUT" if q("partNumber") && q("uploadId") => Operation::UploadPart,
         "PUT" if q("partNumber") || q("uploadId") => Operation::Unsupported("PUT with only one of partNumber and uploadId"),
-        "PUT" if line.has_copy_source => {
-            if line.metadata_directive_replace {
-                Operation::Unsupported("CopyObject with x-amz-metadata-directive REPLACE")
-            } else {
-                Operation::CopyObjectKeepMetadata
-            }
-        }
+        "PUT" if line.has_copy_source => Operation::CopyObject,
         "PUT" if is_object_subresource(query) => Operation::PassThrough,
         "PUT" => Operation::PutObject,
         "POST" if q("uploads") => Operation::CreateMultipartUpload,
@@ -286,7 +280,8 @@ mod tests {
         assert_eq!(op("GET", "/b/k"), Operation::GetObject);
         assert_eq!(op("GET", "/b/k?versionId=3"), Operation::GetObject);
         assert_eq!(op("HEAD", "/b/k"), Operation::HeadObject);
-        assert_eq!(op_with("PUT", "/b/k", true, false), Operation::CopyObjectKeepMetadata);
+        assert_eq!(op_with("PUT", "/b/k", true, false), Operation::CopyObject);
+        assert_eq!(op_with("PUT", "/b/k", true, true), Operation::CopyObject);
     }
 
     #[test]
@@ -324,7 +319,6 @@ mod tests {
         for (m, p) in [("PUT", "/b/k?partNumber=1"), ("POST", "/b"), ("POST", "/b/k?select&select-type=2")] {
             assert!(matches!(op(m, p), Operation::Unsupported(_)), "{m} {p}");
         }
-        assert!(matches!(op_with("PUT", "/b/k", true, true), Operation::Unsupported(_)));
     }
 
     #[test]
