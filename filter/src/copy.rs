@@ -5,11 +5,13 @@
 //! * metadata directive COPY: S3 copies the envelope with the body.
 //! * metadata directive REPLACE: the client's new metadata would drop the
 //!   envelope, so the gateway adds the source's envelope (and checksum
-//!   record) to the request.
+//!   record) to the request, its data key re-wrapped under the active KEK:
+//!   copying an object onto itself with REPLACE is how a KEK rotation moves
+//!   it to the new key without moving its body (scripts/rotate.py).
 //! * `x-amz-copy-source-if-*` name ETags the client saw; the backend only
 //!   knows ciphertext ETags, so the gateway decides them itself.
 
-use crate::envelope::{Envelope, CHECKSUM_HEADER, METADATA_HEADER};
+use crate::envelope::{Envelope, Keyring, CHECKSUM_HEADER, METADATA_HEADER};
 use crate::put::{header, HeaderEdits, Headers};
 use crate::read::{client_etag, Conditions, Precondition};
 use crate::s3::{percent_decode, uri_encode, S3Error};
@@ -76,7 +78,7 @@ pub fn plan_request(headers: &Headers) -> (HeaderEdits, PendingCopy) {
 
 /// With the source's HEAD response: the edits that complete the copy request,
 /// and the source's envelope (for the response ETag).
-pub fn plan_after_head(pending: &PendingCopy, head: &Headers) -> Result<(HeaderEdits, Option<Envelope>), S3Error> {
+pub fn plan_after_head(pending: &PendingCopy, head: &Headers, keyring: &Keyring) -> Result<(HeaderEdits, Option<Envelope>), S3Error> {
     let status = header(head, ":status").unwrap_or_default();
     if status != "200" {
         // Let the backend answer the copy itself (NoSuchKey, AccessDenied...).
@@ -92,9 +94,14 @@ pub fn plan_after_head(pending: &PendingCopy, head: &Headers) -> Result<(HeaderE
         return Err(S3Error::new(412, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"));
     }
     let mut edits = HeaderEdits::default();
+    let mut envelope = envelope;
     if pending.replace_metadata {
-        if let Some(value) = header(head, METADATA_HEADER) {
-            edits.set.push((METADATA_HEADER.into(), value.to_owned()));
+        if header(head, METADATA_HEADER).is_some() {
+            // A source the gateway cannot open stays unreadable: refuse rather than copy it blind.
+            let source = envelope.as_ref().ok_or_else(|| crate::read::envelope_read_error(crate::envelope::EnvelopeError::Malformed))?;
+            let rewrapped = keyring.rewrap(source).map_err(crate::read::envelope_read_error)?;
+            edits.set.push((METADATA_HEADER.into(), rewrapped.encode()));
+            envelope = Some(rewrapped);
         }
         if let Some(value) = header(head, CHECKSUM_HEADER) {
             edits.set.push((CHECKSUM_HEADER.into(), value.to_owned()));
@@ -130,14 +137,26 @@ mod tests {
     }
 
     #[test]
-    fn replace_carries_the_envelope_and_conditions_use_client_etags() {
+    fn replace_rewraps_the_envelope_and_conditions_use_client_etags() {
+        use crate::cipher::Suite;
+        use crate::envelope::Kek;
+        use zeroize::Zeroizing;
+        let old = Keyring::new(vec![Kek::new("old".into(), Zeroizing::new([1; 32]))], "old").unwrap();
+        let (env, _) = old.new_object(Suite::ChaCha20Poly1305, 65_536, Some(3)).unwrap();
+        let ring = Keyring::new(vec![Kek::new("new".into(), Zeroizing::new([2; 32])), Kek::new("old".into(), Zeroizing::new([1; 32]))], "new").unwrap();
+        let head = h(&[(":status", "200"), ("etag", "\"abc\""), (METADATA_HEADER, &env.encode())]);
         let (_, pending) = plan_request(&h(&[("x-amz-metadata-directive", "REPLACE"), ("x-amz-copy-source-if-match", "\"nope\"")]));
-        let head = h(&[(":status", "200"), ("etag", "\"abc\""), (METADATA_HEADER, "v=1;broken")]);
-        assert_eq!(plan_after_head(&pending, &head).unwrap_err().status, 412);
-        let (_, pending) = plan_request(&h(&[("x-amz-metadata-directive", "REPLACE"), ("x-amz-copy-source-if-match", "\"abc\"")]));
-        let (edits, _) = plan_after_head(&pending, &head).unwrap();
-        assert_eq!(edits.set, vec![(METADATA_HEADER.to_string(), "v=1;broken".to_string())]);
+        assert_eq!(plan_after_head(&pending, &head, &ring).unwrap_err().status, 412);
+        let (_, pending) = plan_request(&h(&[("x-amz-metadata-directive", "REPLACE")]));
+        let (edits, new_env) = plan_after_head(&pending, &head, &ring).unwrap();
+        let (name, value) = edits.set.first().unwrap();
+        assert_eq!(name, METADATA_HEADER);
+        assert_eq!(Envelope::parse(value).unwrap().key_id, "new");
+        assert_eq!(new_env.unwrap().key_id, "new");
+        // A source envelope the gateway cannot open is not copied blind.
+        let broken = h(&[(":status", "200"), ("etag", "\"abc\""), (METADATA_HEADER, "v=1;broken")]);
+        assert!(plan_after_head(&pending, &broken, &ring).is_err());
         // A missing source: the backend answers the copy.
-        assert_eq!(plan_after_head(&pending, &h(&[(":status", "404")])).unwrap().0, HeaderEdits::default());
+        assert_eq!(plan_after_head(&pending, &h(&[(":status", "404")]), &ring).unwrap().0, HeaderEdits::default());
     }
 }

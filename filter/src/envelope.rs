@@ -251,6 +251,15 @@ impl Keyring {
         Ok((envelope, dek))
     }
 
+    /// The same envelope with its DEK re-wrapped under the active KEK (key
+    /// rotation without touching the object's body).
+    pub fn rewrap(&self, envelope: &Envelope) -> Result<Envelope, EnvelopeError> {
+        let dek = self.open(envelope)?;
+        let mut rewrapped = envelope.clone();
+        self.active()?.wrap(&dek, &mut rewrapped)?;
+        Ok(rewrapped)
+    }
+
     /// Unwraps an object's DEK with the KEK its envelope names.
     pub fn open(&self, envelope: &Envelope) -> Result<Zeroizing<[u8; KEY_LEN]>, EnvelopeError> {
         self.key(&envelope.key_id)?.unwrap_dek(envelope)
@@ -300,6 +309,18 @@ mod tests {
             other.plaintext_len = len;
             assert!(matches!(ring.open(&other), Err(EnvelopeError::UnwrapFailed(_))), "{len:?}");
         }
+    }
+
+    #[test]
+    fn rewrap_moves_an_object_to_the_active_key() {
+        let old = Keyring::new(vec![Kek::new("old".into(), Zeroizing::new([2; 32]))], "old").unwrap();
+        let (env, dek) = old.new_object(Suite::ChaCha20Poly1305, 65_536, Some(9)).unwrap();
+        let both = Keyring::new(vec![Kek::new("new".into(), Zeroizing::new([3; 32])), Kek::new("old".into(), Zeroizing::new([2; 32]))], "new").unwrap();
+        let moved = both.rewrap(&env).unwrap();
+        assert_eq!(moved.key_id, "new");
+        assert_eq!((moved.suite, moved.chunk_size, moved.plaintext_len), (env.suite, env.chunk_size, env.plaintext_len));
+        let only_new = Keyring::new(vec![Kek::new("new".into(), Zeroizing::new([3; 32]))], "new").unwrap();
+        assert_eq!(*only_new.open(&moved).unwrap(), *dek);
     }
 
     #[test]

@@ -349,7 +349,8 @@ impl Exchange {
     fn copy_source_checked(&mut self) -> Result<(), S3Error> {
         let pending = self.pending_copy.take().ok_or_else(|| S3Error::new(500, "InternalError", "unexpected callout"))?;
         let head = host::get_headers(host::CALL_RESPONSE_HEADERS).map_err(host_error)?;
-        let (edits, envelope) = copy::plan_after_head(&pending, &head)?;
+        let settings = self.settings.clone().ok_or_else(|| S3Error::new(503, "ServiceUnavailable", "not configured"))?;
+        let (edits, envelope) = copy::plan_after_head(&pending, &head, &settings.keyring)?;
         apply(host::REQUEST_HEADERS, &edits)?;
         self.stored = envelope;
         self.copy_checked = true;
