@@ -21,7 +21,7 @@ WASM := target/wasm32-wasip1/release/s3crypt_filter.wasm
 # cargo may only be on PATH through rustup's env file (fresh CI shells).
 CARGO_ENV := if ! command -v cargo >/dev/null && [ -f "$$HOME/.cargo/env" ]; then . "$$HOME/.cargo/env"; fi
 
-.PHONY: bootstrap build run test cargo-test integration-test check clean
+.PHONY: bootstrap build build-fault run test cargo-test integration-test check clean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -38,8 +38,13 @@ test: build cargo-test integration-test
 cargo-test: bootstrap
 	@$(CARGO_ENV); cargo test --workspace
 
+# A test-only build with the `fault-injection` feature (integration/test_faults.py).
+FAULT_WASM := target/fault/wasm32-wasip1/release/s3crypt_filter.wasm
+build-fault: bootstrap
+	@$(CARGO_ENV); CARGO_TARGET_DIR=target/fault cargo build --release --target wasm32-wasip1 -p s3crypt-filter --features fault-injection
+
 # pytest exits 5 when it collects no tests: that is a failure here too.
-integration-test: build
+integration-test: build build-fault
 	$(PYTHON) -m pytest -ra integration $(PYTEST_ARGS)
 
 check: bootstrap

@@ -37,6 +37,9 @@ S3CRYPT_CONFIG       Path of the plugin JSON file (the filter's configuration).
 S3CRYPT_WASM         Path of the filter. Default
                      <repo>/target/wasm32-wasip1/release/s3crypt_filter.wasm.
 S3CRYPT_CONCURRENCY  Envoy worker threads (--concurrency). Default 1.
+S3CRYPT_STREAM_IDLE_TIMEOUT
+                     Seconds a request may go without any bytes moving (a
+                     stalled client or backend) before Envoy ends it. Default 300.
 S3CRYPT_CA_BUNDLE    CA certificates for an https upstream.
                      Default /etc/ssl/certs/ca-certificates.crt.
 S3CRYPT_RUN_DIR      Where the rendered envoy.yaml, logs and the default key
@@ -201,6 +204,7 @@ class Settings:
     concurrency: int = 1
     ca_bundle: str = DEFAULT_CA_BUNDLE
     run_dir: Path = REPO / ".run"
+    stream_idle_timeout: int = 300
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -227,6 +231,10 @@ class Settings:
         if not conc.isdigit() or int(conc) < 1:
             raise GatewayError(f"S3CRYPT_CONCURRENCY: expected a positive integer, got {conc!r}")
         s.concurrency = int(conc)
+        idle = get("S3CRYPT_STREAM_IDLE_TIMEOUT") or "300"
+        if not idle.isdigit() or int(idle) < 1:
+            raise GatewayError(f"S3CRYPT_STREAM_IDLE_TIMEOUT: expected seconds (a positive integer), got {idle!r}")
+        s.stream_idle_timeout = int(idle)
         s.check()
         return s
 
@@ -580,7 +588,8 @@ class Gateway:
                  run_dir: Path | str | None = None, listen: str | None = None,
                  admin: str | None = None, addressing: str | None = None,
                  wasm: Path | str | None = None, concurrency: int | None = None,
-                 region: str | None = None, log_to_files: bool = True):
+                 region: str | None = None, stream_idle_timeout: int | None = None,
+                 log_to_files: bool = True):
         s = dataclasses.replace(settings) if settings else Settings.from_env()
         if run_dir is not None:
             s.run_dir = Path(run_dir).resolve()
@@ -592,6 +601,7 @@ class Gateway:
         s.wasm = Path(wasm).resolve() if wasm else s.wasm
         s.concurrency = concurrency or s.concurrency
         s.region = region or s.region
+        s.stream_idle_timeout = stream_idle_timeout or s.stream_idle_timeout
         s.check()
         self.settings = s
         self.no_filter = no_filter
@@ -649,6 +659,7 @@ class Gateway:
             "ADMIN_ADDRESS": admin_host, "ADMIN_PORT": admin_port,
             "LISTEN_ADDRESS": listen_host, "LISTEN_PORT": listen_port,
             "REGION": s.region,
+            "STREAM_IDLE_TIMEOUT": f"{s.stream_idle_timeout}s",
             "CLUSTER_TYPE": "STATIC" if up.is_ip else "LOGICAL_DNS",
             "UPSTREAM_ADDRESS": up.host, "UPSTREAM_PORT": up.port,
             "UPSTREAM_HOST": up.host, "UPSTREAM_AUTHORITY": up.authority,

@@ -161,6 +161,13 @@ impl Context for Exchange {
 
 impl HttpContext for Exchange {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        #[cfg(feature = "fault-injection")]
+        if matches!(host::get_headers(host::REQUEST_HEADERS), Ok(h) if header(&h, "x-s3crypt-test-panic").is_some()) {
+            #[allow(clippy::panic)]
+            {
+                panic!("fault injection: x-s3crypt-test-panic");
+            }
+        }
         match self.request_headers(end_of_stream) {
             Ok(action) => action,
             Err(e) => self.refuse(e),
