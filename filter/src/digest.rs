@@ -27,6 +27,11 @@ impl ChecksumAlgorithm {
     pub const ALL: [ChecksumAlgorithm; 5] =
         [ChecksumAlgorithm::Crc32, ChecksumAlgorithm::Crc32c, ChecksumAlgorithm::Crc64Nvme, ChecksumAlgorithm::Sha1, ChecksumAlgorithm::Sha256];
 
+    /// The algorithm of a checksum header name (`x-amz-checksum-crc32`, ...).
+    pub fn from_header(name: &str) -> Option<ChecksumAlgorithm> {
+        ChecksumAlgorithm::ALL.into_iter().find(|a| a.header().eq_ignore_ascii_case(name.trim()))
+    }
+
     /// The request/response header carrying this checksum.
     pub fn header(self) -> &'static str {
         match self {
@@ -158,6 +163,28 @@ impl PlaintextDigests {
         Ok(())
     }
 
+    /// A checksum whose value comes later, in an aws-chunked trailer: the
+    /// hashing starts now, `provide_checksum` gives the value at the end.
+    pub fn expect_checksum_later(&mut self, algorithm: ChecksumAlgorithm) {
+        self.claims.push((DigestClaim::Checksum(algorithm), Hasher::for_checksum(algorithm), Vec::new()));
+    }
+
+    /// The value of a checksum registered with `expect_checksum_later`.
+    pub fn provide_checksum(&mut self, algorithm: ChecksumAlgorithm, value: &str) -> Result<(), DigestError> {
+        let claim = DigestClaim::Checksum(algorithm);
+        let bytes = STANDARD.decode(value.trim()).map_err(|_| DigestError::Malformed(claim))?;
+        if bytes.len() != algorithm.digest_len() {
+            return Err(DigestError::Malformed(claim));
+        }
+        match self.claims.iter_mut().find(|(c, _, expected)| *c == claim && expected.is_empty()) {
+            Some((_, _, expected)) => {
+                *expected = bytes;
+                Ok(())
+            }
+            None => Err(DigestError::Malformed(claim)),
+        }
+    }
+
     pub fn update(&mut self, data: &[u8]) {
         for (_, hasher, _) in &mut self.claims {
             hasher.update(data);
@@ -167,6 +194,10 @@ impl PlaintextDigests {
     /// Checks every claim; the first mismatch is reported.
     pub fn verify(self) -> Result<(), DigestError> {
         for (claim, hasher, expected) in self.claims {
+            if expected.is_empty() {
+                // Announced (x-amz-trailer) but never given.
+                return Err(DigestError::Malformed(claim));
+            }
             let actual = hasher.finalize();
             if !bool::from(actual.ct_eq(&expected)) {
                 return Err(DigestError::Mismatch(claim));
@@ -212,6 +243,21 @@ mod tests {
         d.expect_content_sha256("b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9").unwrap();
         d.update(HELLO);
         assert_eq!(d.verify(), Ok(()));
+    }
+
+    #[test]
+    fn trailer_checksums_arrive_last() {
+        let mut d = PlaintextDigests::default();
+        d.expect_checksum_later(ChecksumAlgorithm::Crc32);
+        d.update(HELLO);
+        d.provide_checksum(ChecksumAlgorithm::Crc32, "DUoRhQ==").unwrap();
+        assert_eq!(d.verify(), Ok(()));
+        let mut d = PlaintextDigests::default();
+        d.expect_checksum_later(ChecksumAlgorithm::Crc32);
+        d.update(HELLO);
+        assert!(d.verify().is_err(), "an announced trailer that never came");
+        let mut d = PlaintextDigests::default();
+        assert!(d.provide_checksum(ChecksumAlgorithm::Sha1, "Kq5sNclPz7QV2+lfQIuc6R7oRu0=").is_err(), "not announced");
     }
 
     #[test]

@@ -275,10 +275,7 @@ impl Exchange {
         self.operation = Some(operation);
         match operation {
             Operation::PutObject => {
-                if put::is_unsized_stream(&headers) {
-                    return Err(S3Error::new(411, "MissingContentLength", "You must provide the Content-Length HTTP header."));
-                }
-                let (edits, upload, envelope) = put::plan(&headers, &settings)?;
+                let (edits, upload, envelope) = put::plan(&headers, &settings, None)?;
                 apply(host::REQUEST_HEADERS, &edits)?;
                 self.stored = Some(envelope);
                 self.start_upload(upload, end_of_stream)?;
@@ -287,10 +284,7 @@ impl Exchange {
                 let (backend_path, id) = multipart::backend_path(path);
                 let id = id.ok_or_else(|| S3Error::new(404, "NoSuchUpload", "The specified upload does not exist: it was not started through the encryption gateway."))?;
                 let part = multipart::part_number(path)?;
-                if put::is_unsized_stream(&headers) {
-                    return Err(S3Error::new(411, "MissingContentLength", "You must provide the Content-Length HTTP header."));
-                }
-                let (edits, upload) = put::plan_part(&headers, &settings, &id, part)?;
+                let (edits, upload) = put::plan_part(&headers, &settings, &id, part, None)?;
                 host::set_header(host::REQUEST_HEADERS, ":path", &backend_path).map_err(host_error)?;
                 apply(host::REQUEST_HEADERS, &edits)?;
                 self.start_upload(upload, end_of_stream)?;
@@ -370,7 +364,8 @@ impl Exchange {
             // A body-less upload: only an empty object can end here, and an
             // empty segment has no chunk (FORMAT.md).
             self.out.clear();
-            upload.finish(&mut self.out).map_err(put::upload_error)?;
+            let trailers = upload.finish(&mut self.out).map_err(put::upload_error)?;
+            self.echo_checksums.extend(trailers);
             if !self.out.is_empty() {
                 return Err(S3Error::new(400, "IncompleteBody", "The request ended before its Content-Length."));
             }
@@ -394,11 +389,11 @@ impl Exchange {
         };
         let data = host::get_buffer(host::REQUEST_BODY, 0, body_size).map_err(host_error)?;
         self.out.clear();
-        upload.push(&data, &mut self.out).map_err(put::upload_error)?;
-        self.plaintext_bytes += data.len() as u64;
+        self.plaintext_bytes += upload.push(&data, &mut self.out).map_err(put::upload_error)?;
         if end_of_stream {
             if let Some(upload) = self.upload.take() {
-                upload.finish(&mut self.out).map_err(put::upload_error)?;
+                let trailers = upload.finish(&mut self.out).map_err(put::upload_error)?;
+                self.echo_checksums.extend(trailers);
             }
             Metrics::add(self.metrics.objects_encrypted, 1);
             Metrics::add(self.metrics.bytes_encrypted, self.plaintext_bytes);

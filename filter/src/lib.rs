@@ -5,6 +5,7 @@
 //! `glue` (wasm only) maps Envoy callbacks onto them. FORMAT.md (beside this
 //! crate) specifies the stored format.
 
+pub mod aws_chunked;
 pub mod cipher;
 pub mod config;
 pub mod copy;

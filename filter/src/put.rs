@@ -3,6 +3,7 @@
 
 use crate::cipher::{Suite, KEY_LEN};
 use crate::config::Settings;
+use crate::aws_chunked::{trailer_names, ChunkSignatures, ChunkedError, Decoder, Variant};
 use crate::upload_id::ClientUploadId;
 use crate::digest::{ChecksumAlgorithm, DigestClaim, DigestError, PlaintextDigests};
 use crate::envelope::{Envelope, EnvelopeError, CHECKSUM_HEADER, METADATA_HEADER};
@@ -44,28 +45,54 @@ pub struct Upload {
     digests: PlaintextDigests,
     /// Checksum headers the client sent, echoed on the response as S3 does.
     pub echo_checksums: Vec<(String, String)>,
+    /// aws-chunked framing being taken off, and a reused buffer for its output.
+    chunked: Option<Decoder>,
+    decoded: Vec<u8>,
 }
 
 /// What can go wrong while the body streams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UploadError {
     Stream(StreamError),
     Digest(DigestError),
+    Chunked(ChunkedError),
 }
 
 impl Upload {
     /// Takes a plaintext piece; appends the ciphertext ready to go upstream.
-    pub fn push(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), UploadError> {
-        self.digests.update(data);
-        self.sealer.push(data, out).map_err(UploadError::Stream)
+    /// Takes a body piece (aws-chunked framing included, if any) and
+    /// returns the plaintext bytes it carried.
+    pub fn push(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<u64, UploadError> {
+        let plain = match self.chunked.as_mut() {
+            Some(decoder) => {
+                self.decoded.clear();
+                decoder.push(data, &mut self.decoded).map_err(UploadError::Chunked)?;
+                self.decoded.as_slice()
+            }
+            None => data,
+        };
+        self.digests.update(plain);
+        self.sealer.push(plain, out).map_err(UploadError::Stream)?;
+        Ok(plain.len() as u64)
     }
 
-    /// End of body: verifies the client's digests, then seals the final chunk.
-    /// On error nothing more may go upstream: the backend never sees a
-    /// complete body, so it stores nothing.
-    pub fn finish(self, out: &mut Vec<u8>) -> Result<(), UploadError> {
+    /// End of body: checks the framing and its trailers, verifies the
+    /// client's digests, then seals the final chunk. On error nothing more
+    /// may go upstream: the backend never sees a complete body, so it stores
+    /// nothing. Returns the trailer checksums (echoed on the response).
+    pub fn finish(mut self, out: &mut Vec<u8>) -> Result<Vec<(String, String)>, UploadError> {
+        let mut trailer_checksums = Vec::new();
+        if let Some(decoder) = self.chunked.as_mut() {
+            for (name, value) in decoder.finish().map_err(UploadError::Chunked)? {
+                if let Some(algorithm) = ChecksumAlgorithm::from_header(&name) {
+                    self.digests.provide_checksum(algorithm, &value).map_err(UploadError::Digest)?;
+                    trailer_checksums.push((name, value));
+                }
+            }
+        }
         self.digests.verify().map_err(UploadError::Digest)?;
-        self.sealer.finish(out).map_err(UploadError::Stream)
+        self.sealer.finish(out).map_err(UploadError::Stream)?;
+        Ok(trailer_checksums)
     }
 }
 
@@ -85,7 +112,14 @@ pub fn digest_error(e: DigestError) -> S3Error {
 pub fn upload_error(e: UploadError) -> S3Error {
     match e {
         UploadError::Digest(d) => digest_error(d),
-        UploadError::Stream(StreamError::LengthMismatch) => S3Error::new(400, "IncompleteBody", "You did not provide the number of bytes specified by the Content-Length HTTP header."),
+        UploadError::Stream(StreamError::LengthMismatch) | UploadError::Chunked(ChunkedError::LengthMismatch) => {
+            S3Error::new(400, "IncompleteBody", "You did not provide the number of bytes specified by the Content-Length HTTP header.")
+        }
+        UploadError::Chunked(ChunkedError::ChunkSignature | ChunkedError::TrailerSignature) => {
+            S3Error::new(403, "SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided. Check your key and signing method.")
+        }
+        UploadError::Chunked(ChunkedError::MissingTrailer(name)) => S3Error::new(400, "InvalidRequest", format!("The trailer {name} announced in x-amz-trailer was not sent.")),
+        UploadError::Chunked(e) => S3Error::new(400, "InvalidRequest", format!("The aws-chunked request body is malformed: {e}.")),
         UploadError::Stream(e) => S3Error::new(500, "InternalError", format!("encryption failed: {e}")),
     }
 }
@@ -100,28 +134,57 @@ struct BodyClaims {
     digests: PlaintextDigests,
     plaintext_md5: Option<[u8; 16]>,
     echo_checksums: Vec<(String, String)>,
+    /// aws-chunked framing to take off the body.
+    chunked: Option<Decoder>,
+    /// Header edits the body encoding needs (Content-Encoding without aws-chunked).
+    encoding_edits: HeaderEdits,
 }
 
-fn body_claims(headers: &Headers, max_len: u64) -> Result<BodyClaims, S3Error> {
+fn is_aws_chunked(headers: &Headers) -> bool {
     let encoding = header(headers, "content-encoding").unwrap_or_default();
+    encoding.split(',').any(|e| e.trim().eq_ignore_ascii_case("aws-chunked")) || header(headers, "x-amz-content-sha256").unwrap_or_default().starts_with("STREAMING-")
+}
+
+fn length_header(headers: &Headers, name: &str) -> Result<Option<u64>, S3Error> {
+    header(headers, name).map(|v| v.trim().parse::<u64>().map_err(|_| S3Error::new(400, "InvalidArgument", format!("{name} is not a number.")))).transpose()
+}
+
+fn body_claims(headers: &Headers, max_len: u64, chunk_signatures: Option<Box<dyn ChunkSignatures>>) -> Result<BodyClaims, S3Error> {
     let content_sha = header(headers, "x-amz-content-sha256").unwrap_or_default();
-    if encoding.split(',').any(|e| e.trim().eq_ignore_ascii_case("aws-chunked")) || content_sha.starts_with("STREAMING-") {
-        return Err(S3Error::new(501, "NotImplemented", "aws-chunked request bodies are not supported by this gateway yet; disable request checksums in the client (e.g. AWS_REQUEST_CHECKSUM_CALCULATION=when_required)."));
-    }
-    let length = match header(headers, "content-length") {
-        Some(v) => v.trim().parse::<u64>().map_err(|_| S3Error::new(400, "InvalidArgument", "Content-Length is not a number."))?,
-        None => return Err(S3Error::new(411, "MissingContentLength", "You must provide the Content-Length HTTP header.")),
+    let mut digests = PlaintextDigests::default();
+    let mut encoding_edits = HeaderEdits::default();
+    let (length, chunked) = if is_aws_chunked(headers) {
+        let variant = Variant::from_content_sha256(content_sha)
+            .ok_or_else(|| S3Error::new(501, "NotImplemented", format!("x-amz-content-sha256 {content_sha:?} is not supported by the encryption gateway (SigV4a streaming is not).")))?;
+        let length = length_header(headers, "x-amz-decoded-content-length")?
+            .ok_or_else(|| S3Error::new(411, "MissingContentLength", "You must provide the x-amz-decoded-content-length header with an aws-chunked body."))?;
+        let trailers = trailer_names(header(headers, "x-amz-trailer").unwrap_or_default());
+        for name in &trailers {
+            let algorithm = ChecksumAlgorithm::from_header(name).ok_or_else(|| S3Error::new(400, "InvalidRequest", format!("Unsupported trailer {name:?}.")))?;
+            digests.expect_checksum_later(algorithm);
+        }
+        // Keep any other content coding the client declared (e.g. gzip).
+        let rest: Vec<&str> = header(headers, "content-encoding").unwrap_or_default().split(',').map(str::trim).filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked")).collect();
+        if rest.is_empty() {
+            encoding_edits.remove.push("content-encoding".into());
+        } else {
+            encoding_edits.set.push(("content-encoding".into(), rest.join(",")));
+        }
+        let signatures = if variant.is_signed() { chunk_signatures } else { None };
+        (length, Some(Decoder::new(variant, length, trailers, signatures)))
+    } else {
+        let length = length_header(headers, "content-length")?.ok_or_else(|| S3Error::new(411, "MissingContentLength", "You must provide the Content-Length HTTP header."))?;
+        if !content_sha.is_empty() && content_sha != "UNSIGNED-PAYLOAD" {
+            digests.expect_content_sha256(content_sha).map_err(digest_error)?;
+        }
+        (length, None)
     };
     if length > max_len {
         return Err(S3Error::new(400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size."));
     }
-    let mut digests = PlaintextDigests::default();
     let mut plaintext_md5 = None;
     if let Some(md5) = header(headers, "content-md5") {
         plaintext_md5 = Some(digests.expect_content_md5(md5).map_err(digest_error)?);
-    }
-    if !content_sha.is_empty() && content_sha != "UNSIGNED-PAYLOAD" {
-        digests.expect_content_sha256(content_sha).map_err(digest_error)?;
     }
     let mut echo_checksums = Vec::new();
     for algorithm in ChecksumAlgorithm::ALL {
@@ -130,23 +193,24 @@ fn body_claims(headers: &Headers, max_len: u64) -> Result<BodyClaims, S3Error> {
             echo_checksums.push((algorithm.header().to_string(), value.trim().to_string()));
         }
     }
-    Ok(BodyClaims { length, digests, plaintext_md5, echo_checksums })
+    Ok(BodyClaims { length, digests, plaintext_md5, echo_checksums, chunked, encoding_edits })
 }
 
 /// Header edits and the upload state for one segment (FORMAT.md, "Chunks").
 fn segment(claims: BodyClaims, dek: &[u8; KEY_LEN], suite: Suite, chunk_size: u32, part: u32) -> Result<(HeaderEdits, Upload), S3Error> {
     let ciphertext_len = sizes::ciphertext_len(claims.length, chunk_size).ok_or_else(|| S3Error::new(400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size."))?;
     let sealer = SegmentSealer::new(dek, suite, part, chunk_size as usize, claims.length).map_err(|e| S3Error::new(500, "InternalError", format!("encryption unavailable: {e}")))?;
-    let mut edits = HeaderEdits { remove: plaintext_integrity_headers(), set: Vec::new() };
+    let mut edits = claims.encoding_edits;
+    edits.remove.extend(plaintext_integrity_headers());
     edits.remove.push("transfer-encoding".into());
     edits.set.push(("content-length".into(), ciphertext_len.to_string()));
-    Ok((edits, Upload { sealer, digests: claims.digests, echo_checksums: claims.echo_checksums }))
+    Ok((edits, Upload { sealer, digests: claims.digests, echo_checksums: claims.echo_checksums, chunked: claims.chunked, decoded: Vec::new() }))
 }
 
 /// Plans a PutObject from its request headers: a new data key, its envelope,
 /// and the sealing state.
-pub fn plan(headers: &Headers, settings: &Settings) -> Result<(HeaderEdits, Upload, Envelope), S3Error> {
-    let claims = body_claims(headers, MAX_PUT_SIZE)?;
+pub fn plan(headers: &Headers, settings: &Settings, chunk_signatures: Option<Box<dyn ChunkSignatures>>) -> Result<(HeaderEdits, Upload, Envelope), S3Error> {
+    let claims = body_claims(headers, MAX_PUT_SIZE, chunk_signatures)?;
     let (mut envelope, dek) = settings.keyring.new_object(settings.suite, settings.chunk_size, Some(claims.length)).map_err(envelope_error)?;
     envelope.plaintext_md5 = claims.plaintext_md5;
     let checksums: Vec<String> = claims
@@ -165,11 +229,11 @@ pub fn plan(headers: &Headers, settings: &Settings) -> Result<(HeaderEdits, Uplo
 }
 
 /// Plans an UploadPart of an upload started through the gateway.
-pub fn plan_part(headers: &Headers, settings: &Settings, upload: &ClientUploadId, part: u32) -> Result<(HeaderEdits, Upload), S3Error> {
+pub fn plan_part(headers: &Headers, settings: &Settings, upload: &ClientUploadId, part: u32, chunk_signatures: Option<Box<dyn ChunkSignatures>>) -> Result<(HeaderEdits, Upload), S3Error> {
     if !(1..=MAX_PART_NUMBER).contains(&part) {
         return Err(S3Error::new(400, "InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive."));
     }
-    let claims = body_claims(headers, MAX_PUT_SIZE)?;
+    let claims = body_claims(headers, MAX_PUT_SIZE, chunk_signatures)?;
     let dek = upload.open(&settings.keyring).map_err(|e| match e {
         EnvelopeError::UnknownKeyId(id) => S3Error::new(403, "AccessDenied", format!("The upload was started under key id {id:?}, which this gateway is not configured with.")),
         _ => S3Error::new(404, "NoSuchUpload", "The specified upload does not exist: its id does not match the key the gateway gave it."),
@@ -177,7 +241,4 @@ pub fn plan_part(headers: &Headers, settings: &Settings, upload: &ClientUploadId
     segment(claims, &dek, upload.suite, upload.chunk_size, part)
 }
 
-/// Whether a request without Content-Length streams a body (HTTP/1.1 chunked).
-pub fn is_unsized_stream(headers: &Headers) -> bool {
-    header(headers, "content-length").is_none() && header(headers, "transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-}
+

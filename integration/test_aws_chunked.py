@@ -1,0 +1,175 @@
+"""aws-chunked request bodies (what current AWS SDKs send over HTTPS, and for
+streams): the framing is taken off, never encrypted into the object; trailing
+checksums are checked against the plaintext; the backend gets a plain
+ciphertext body with a correct Content-Length.
+
+The bodies here are made by botocore's own aws-chunked writer, byte for byte
+what boto3 sends.
+"""
+
+import base64
+import hashlib
+import http.client
+import io
+import os
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+from botocore.httpchecksum import AwsChunkedWrapper, Crc32Checksum, Sha256Checksum
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import s3crypt_format  # noqa: E402
+from conftest import TEST_KEY_HEX  # noqa: E402
+
+MiB = 1024 * 1024
+
+
+def send(gw, method, path, body, headers):
+    host, port = gw.endpoint.split("//")[1].rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn.request(method, path, body=body, headers=headers)
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp, data
+
+
+def chunked_body(payload, checksum_cls=Crc32Checksum, name="x-amz-checksum-crc32"):
+    return AwsChunkedWrapper(io.BytesIO(payload), checksum_cls=checksum_cls, checksum_name=name).read()
+
+
+def unsigned_trailer_headers(payload, encoded, trailer="x-amz-checksum-crc32", chunked_transfer=False):
+    h = {
+        "Content-Encoding": "aws-chunked",
+        "x-amz-content-sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+        "x-amz-decoded-content-length": str(len(payload)),
+        "x-amz-trailer": trailer,
+        "x-amz-sdk-checksum-algorithm": "CRC32",
+    }
+    if not chunked_transfer:
+        h["Content-Length"] = str(len(encoded))
+    return h
+
+
+def stored(backend_s3, data_dir, bucket, key):
+    envelope = backend_s3.head_object(Bucket=bucket, Key=key)["Metadata"]["s3crypt"]
+    raw = (data_dir / bucket / key).read_bytes()
+    return s3crypt_format.decrypt_object(bytes.fromhex(TEST_KEY_HEX), envelope, raw), raw
+
+
+@pytest.mark.parametrize("size", [0, 1, 65536, 3 * MiB + 7])
+def test_unsigned_trailer_put(gateway, make_s3, backend_s3, data_dir, bucket, size):
+    payload = os.urandom(size)
+    body = chunked_body(payload)
+    key = f"chunked-{size}"
+    resp, text = send(gateway, "PUT", f"/{bucket}/{key}", body, unsigned_trailer_headers(payload, body))
+    assert resp.status == 200, text
+    # S3 echoes the trailer checksum.
+    assert resp.getheader("x-amz-checksum-crc32") == base64.b64encode(zlib.crc32(payload).to_bytes(4, "big")).decode()
+    plain, raw = stored(backend_s3, data_dir, bucket, key)
+    assert plain == payload
+    assert len(raw) == s3crypt_format.ciphertext_len(size, 65536)  # no framing inside
+    assert make_s3(gateway).get_object(Bucket=bucket, Key=key)["Body"].read() == payload
+
+
+def test_chunked_transfer_without_content_length(gateway, make_s3, bucket):
+    payload = os.urandom(200_000)
+    body = chunked_body(payload)
+    host, port = gateway.endpoint.split("//")[1].rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn.request("PUT", f"/{bucket}/chunked-te", body=iter([body[:1000], body[1000:]]),
+                 headers=unsigned_trailer_headers(payload, body, chunked_transfer=True), encode_chunked=True)
+    resp = conn.getresponse()
+    assert resp.status == 200, resp.read()
+    conn.close()
+    assert make_s3(gateway).get_object(Bucket=bucket, Key="chunked-te")["Body"].read() == payload
+
+
+def test_sha256_trailer(gateway, make_s3, bucket):
+    payload = os.urandom(100_000)
+    body = chunked_body(payload, Sha256Checksum, "x-amz-checksum-sha256")
+    headers = unsigned_trailer_headers(payload, body, trailer="x-amz-checksum-sha256")
+    resp, text = send(gateway, "PUT", f"/{bucket}/chunked-sha", body, headers)
+    assert resp.status == 200, text
+    assert make_s3(gateway).get_object(Bucket=bucket, Key="chunked-sha")["Body"].read() == payload
+
+
+def absent(backend_s3, bucket, key):
+    try:
+        backend_s3.head_object(Bucket=bucket, Key=key)
+        return False
+    except ClientError:
+        return True
+
+
+def test_wrong_trailer_checksum_stores_nothing(gateway, backend_s3, bucket):
+    payload = os.urandom(300_000)
+    body = chunked_body(payload).replace(base64.b64encode(zlib.crc32(payload).to_bytes(4, "big")), b"AAAAAA==")
+    resp, text = send(gateway, "PUT", f"/{bucket}/bad-trailer", body, unsigned_trailer_headers(payload, body))
+    assert resp.status == 400 and b"<Code>BadDigest</Code>" in text, text
+    assert absent(backend_s3, bucket, "bad-trailer")
+
+
+@pytest.mark.parametrize("damage", ["missing-trailer", "short", "long", "bad-framing"])
+def test_broken_framing_stores_nothing(gateway, backend_s3, bucket, damage):
+    payload = os.urandom(100_000)
+    body = chunked_body(payload)
+    headers = unsigned_trailer_headers(payload, body)
+    if damage == "missing-trailer":
+        body = body[: body.index(b"x-amz-checksum-crc32")] + b"\r\n"
+    elif damage == "short":
+        headers["x-amz-decoded-content-length"] = str(len(payload) + 10)
+    elif damage == "long":
+        headers["x-amz-decoded-content-length"] = str(len(payload) - 10)
+    else:
+        body = body.replace(b"\r\n", b"\n", 1)
+    headers["Content-Length"] = str(len(body))
+    resp, text = send(gateway, "PUT", f"/{bucket}/broken-{damage}", body, headers)
+    assert 400 <= resp.status < 500, (damage, text)
+    assert absent(backend_s3, bucket, f"broken-{damage}")
+
+
+def test_signed_streaming_payload_is_unframed(gateway, make_s3, bucket):
+    """STREAMING-AWS4-HMAC-SHA256-PAYLOAD: signatures are stripped here (the
+    gateway verifies them when client authentication is configured)."""
+    payload = os.urandom(70_000)
+    sig = "0" * 64
+    body = b""
+    for i in range(0, len(payload), 65536):
+        piece = payload[i:i + 65536]
+        body += f"{len(piece):x};chunk-signature={sig}\r\n".encode() + piece + b"\r\n"
+    body += f"0;chunk-signature={sig}\r\n\r\n".encode()
+    headers = {"Content-Encoding": "aws-chunked", "x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+               "x-amz-decoded-content-length": str(len(payload)), "Content-Length": str(len(body))}
+    resp, text = send(gateway, "PUT", f"/{bucket}/signed-stream", body, headers)
+    assert resp.status == 200, text
+    assert make_s3(gateway).get_object(Bucket=bucket, Key="signed-stream")["Body"].read() == payload
+
+
+def test_upload_part_with_aws_chunked_body(gateway, make_s3, bucket):
+    s3 = make_s3(gateway)
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="mp-chunked")["UploadId"]
+    parts = [os.urandom(5 * MiB), os.urandom(1000)]
+    etags = []
+    for n, payload in enumerate(parts, 1):
+        body = chunked_body(payload)
+        resp, text = send(gateway, "PUT", f"/{bucket}/mp-chunked?partNumber={n}&uploadId={upload}", body,
+                          unsigned_trailer_headers(payload, body))
+        assert resp.status == 200, text
+        etags.append(resp.getheader("etag"))
+    s3.complete_multipart_upload(Bucket=bucket, Key="mp-chunked", UploadId=upload, MultipartUpload={
+        "Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]})
+    assert s3.get_object(Bucket=bucket, Key="mp-chunked")["Body"].read() == b"".join(parts)
+
+
+def test_gzip_content_encoding_survives(gateway, backend_s3, make_s3, bucket):
+    payload = os.urandom(5000)
+    body = chunked_body(payload)
+    headers = unsigned_trailer_headers(payload, body)
+    headers["Content-Encoding"] = "gzip,aws-chunked"
+    resp, text = send(gateway, "PUT", f"/{bucket}/gz", body, headers)
+    assert resp.status == 200, text
+    assert backend_s3.head_object(Bucket=bucket, Key="gz").get("ContentEncoding") == "gzip"
