@@ -717,6 +717,8 @@ class Gateway:
             argv = [str(envoy_binary()), "-c", str(self.config_path),
                     "--concurrency", str(s.concurrency), "--disable-hot-restart",
                     "--admin-address-path", str(admin_file), "-l", "warning",
+                    # The filter's own lines (configuration, audit records) at info.
+                    "--component-log-level", "wasm:info",
                     "--file-flush-interval-msec", "250"]
             if self.log_to_files:
                 self.log.unlink(missing_ok=True)

@@ -4,6 +4,7 @@
 use crate::cipher::{Suite, KEY_LEN};
 use crate::envelope::{valid_chunk_size, valid_key_id, Kek, Keyring, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use crate::copy::Backend;
+use crate::policy::{parse_clients, Clients};
 use crate::s3::Addressing;
 use serde::Deserialize;
 use zeroize::Zeroizing;
@@ -48,6 +49,9 @@ pub struct Settings {
     pub addressing: Addressing,
     /// How the filter reaches the backend itself (CopyObject source lookups).
     pub backend: Option<Backend>,
+    /// Client credentials and grants; `None`: no client authentication
+    /// (every request is served, as on a loopback-only gateway).
+    pub clients: Option<Clients>,
 }
 
 #[derive(Deserialize)]
@@ -60,6 +64,9 @@ struct RawConfig {
     unencrypted_objects: Option<String>,
     virtual_host_suffixes: Option<Vec<String>>,
     backend: Option<RawBackend>,
+    /// Parsed by `policy::parse_clients`.
+    clients: Option<serde_json::Value>,
+    anonymous: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -97,10 +104,10 @@ impl Drop for RawKey {
 /// Parses and validates the plugin JSON. `env` looks up environment variables
 /// (those Envoy passes to the VM), so secrets need not sit in the YAML.
 pub fn parse(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
-    let raw: RawConfig = serde_json::from_slice(json).map_err(|e| {
-        // serde names unknown fields and type errors in its message.
-        err("configuration", format!("invalid JSON: {e}"))
-    })?;
+    let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| err("configuration", format!("invalid JSON: {e}")))?;
+    // serde names unknown fields and type errors in its message.
+    let raw: RawConfig = serde_json::from_value(value.clone()).map_err(|e| err("configuration", format!("invalid JSON: {e}")))?;
+    let clients = if raw.clients.is_some() || raw.anonymous.is_some() { Some(parse_clients(&value, env)?) } else { None };
 
     let suite = match raw.cipher.as_deref() {
         None => Suite::ChaCha20Poly1305,
@@ -169,7 +176,7 @@ pub fn parse(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Settin
         None => return Err(err("write_key", "required when more than one key is configured")),
     };
     let keyring = Keyring::new(keks, &write_key).ok_or_else(|| err("write_key", format!("no key with id {write_key:?}")))?;
-    Ok(Settings { keyring, suite, chunk_size, unencrypted_objects, addressing, backend })
+    Ok(Settings { keyring, suite, chunk_size, unencrypted_objects, addressing, backend, clients })
 }
 
 fn secret(value: &Option<String>, env_name: &Option<String>, field: &dyn Fn(&str) -> String, name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Zeroizing<String>>, ConfigError> {
@@ -273,6 +280,17 @@ mod tests {
         let (env, dek) = s.keyring.new_object(Suite::ChaCha20Poly1305, 65_536, None).unwrap();
         let again = parse(json.as_bytes(), &no_env).unwrap();
         assert_eq!(*again.keyring.open(&env).unwrap(), *dek);
+    }
+
+    #[test]
+    fn clients_are_parsed_and_named_in_errors() {
+        let ok = format!(r#"{{"keys":[{{"id":"a","key_hex":"{HEX}"}}],"clients":[{{"access_key_id":"AKIDEXAMPLE","secret_access_key":"s3cr3t","grants":[{{"bucket":"*","actions":["read"]}}]}}]}}"#);
+        let s = parse(ok.as_bytes(), &no_env).unwrap();
+        assert_eq!(s.clients.map(|c| c.len()), Some(1));
+        let bad = ok.replace("\"read\"", "\"fly\"");
+        assert_eq!(field_of(&bad), "clients[0].grants[0].actions[0]");
+        let none = parse(format!(r#"{{"keys":[{{"id":"a","key_hex":"{HEX}"}}]}}"#).as_bytes(), &no_env).unwrap();
+        assert!(none.clients.is_none());
     }
 
     #[test]

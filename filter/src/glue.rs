@@ -5,6 +5,7 @@
 
 use crate::config::{self, Settings};
 use crate::copy;
+use crate::{auth, sigv4};
 use crate::envelope::{Envelope, CHECKSUM_HEADER, METADATA_HEADER};
 use crate::multipart::{self, BodyRewrite, PendingUpload};
 use crate::host::{self, HostError};
@@ -29,6 +30,7 @@ struct Metrics {
     bytes_decrypted: Option<u32>,
     auth_failures: Option<u32>,
     requests_refused: Option<u32>,
+    auth_denied: Option<u32>,
 }
 
 impl Metrics {
@@ -41,6 +43,7 @@ impl Metrics {
             bytes_decrypted: counter("s3crypt_bytes_decrypted"),
             auth_failures: counter("s3crypt_auth_failures"),
             requests_refused: counter("s3crypt_requests_refused"),
+            auth_denied: counter("s3crypt_requests_denied"),
         }
     }
 
@@ -76,6 +79,10 @@ impl RootContext for Root {
                     host::LOG_INFO,
                     &format!("configured: cipher {}, chunk_size {}, write key id {:?}", settings.suite.name(), settings.chunk_size, settings.keyring.active_id()),
                 );
+                match settings.clients.as_ref() {
+                    Some(clients) => host::log(host::LOG_INFO, &format!("client authentication on: {} access keys", clients.len())),
+                    None => host::log(host::LOG_WARN, "no \"clients\" configured: every request is served without authentication; keep the listener private"),
+                }
                 self.settings = Some(Rc::new(settings));
                 true
             }
@@ -118,6 +125,12 @@ struct Exchange {
     pending_copy: Option<copy::PendingCopy>,
     /// CopyObject: the source's HEAD came back (the response body is rewritten).
     copy_checked: bool,
+    /// A signed hex payload hash to check against a body the filter passes on.
+    body_check: Option<crate::digest::PlaintextDigests>,
+    /// DeleteObjects: every key needs `delete` (bucket, principal).
+    delete_check: Option<(auth::DeleteKeys, String, Option<String>)>,
+    /// The last byte of a passed-on body, until its end is checked.
+    withheld: Vec<u8>,
     read: Option<ReadRequest>,
     body: Option<BodyPlan>,
     /// Reused output buffer for transformed body pieces.
@@ -139,6 +152,14 @@ fn apply(map: u32, edits: &HeaderEdits) -> Result<(), S3Error> {
         host::set_header(map, name, value).map_err(host_error)?;
     }
     Ok(())
+}
+
+fn set_value(headers: &mut [(String, String)], name: &str, value: &str) {
+    for (k, v) in headers.iter_mut() {
+        if k == name {
+            value.clone_into(v);
+        }
+    }
 }
 
 fn request_id() -> String {
@@ -180,7 +201,13 @@ impl HttpContext for Exchange {
         }
         match self.request_body(body_size, end_of_stream) {
             Ok(action) => action,
-            Err(e) => self.refuse(e),
+            Err(e) => {
+                // Nothing of this piece may leave: on a reused upstream
+                // connection Envoy was seen forwarding the buffered piece
+                // after the local reply.
+                let _ = host::set_buffer(host::REQUEST_BODY, 0, body_size, &[]);
+                self.refuse(e)
+            }
         }
     }
 
@@ -243,18 +270,36 @@ impl Exchange {
     fn request_headers(&mut self, end_of_stream: bool) -> Result<Action, S3Error> {
         let settings = self.settings.clone().ok_or_else(|| S3Error::new(503, "ServiceUnavailable", "The encryption gateway is not configured; see the Envoy log."))?;
         let mut headers = host::get_headers(host::REQUEST_HEADERS).map_err(host_error)?;
+        let method = header(&headers, ":method").unwrap_or_default().to_owned();
+        // Who signed it: checked on the request exactly as the client signed it.
+        let verified = match settings.clients.as_ref() {
+            Some(clients) => {
+                let parts = sigv4::RequestParts { method: &method, path: header(&headers, ":path").unwrap_or("/"), headers: &headers };
+                match auth::authenticate(clients, &parts, header(&headers, "authorization"), std::time::SystemTime::now()) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.audit(None, &method, header(&headers, ":path").unwrap_or("/"), false, &format!("authentication failed: {e:?}"));
+                        return Err(auth::auth_error(&e));
+                    }
+                }
+            }
+            None => None,
+        };
+        let principal = verified.as_ref().map(|v| v.access_key_id.clone());
+        // A presigned URL's own parameters never reach the backend.
+        if verified.as_ref().is_some_and(|v| v.presigned) {
+            if let Some(stripped) = auth::strip_presign(header(&headers, ":path").unwrap_or("/")) {
+                host::set_header(host::REQUEST_HEADERS, ":path", &stripped).map_err(host_error)?;
+                set_value(&mut headers, ":path", &stripped);
+            }
+        }
         // Virtual-hosted requests continue in path style (the routes expect it).
         let authority = header(&headers, ":authority").unwrap_or_default();
         if let Some((path, host)) = s3::to_path_style(header(&headers, ":path").unwrap_or("/"), authority, &settings.addressing) {
             host::set_header(host::REQUEST_HEADERS, ":path", &path).map_err(host_error)?;
             host::set_header(host::REQUEST_HEADERS, ":authority", &host).map_err(host_error)?;
-            for (name, value) in headers.iter_mut() {
-                match name.as_str() {
-                    ":path" => value.clone_from(&path),
-                    ":authority" => value.clone_from(&host),
-                    _ => {}
-                }
-            }
+            set_value(&mut headers, ":path", &path);
+            set_value(&mut headers, ":authority", &host);
         }
         let path = header(&headers, ":path").unwrap_or("/");
         self.resource = path.split('?').next().unwrap_or("/").to_string();
@@ -273,9 +318,43 @@ impl Exchange {
         };
         let operation = s3::classify(&line, &s3::Addressing::default());
         self.operation = Some(operation);
+
+        // What it may do: deny by default, every decision audited.
+        if let Some(clients) = settings.clients.as_ref() {
+            let (bucket, key) = auth::bucket_and_key(path);
+            let prefix = s3::query_param(path, "prefix").unwrap_or_default();
+            let source = header(&headers, "x-amz-copy-source").and_then(copy::source);
+            let access = auth::access_of(operation, &method, path, &bucket, &key, &prefix, source.as_ref());
+            let decision = clients.authorize(principal.as_deref(), &access);
+            self.audit(principal.as_deref(), &method, path, decision.allowed, &decision.reason);
+            if !decision.allowed {
+                return Err(S3Error::new(403, "AccessDenied", "Access Denied"));
+            }
+            if method == "POST" && key.is_empty() && s3::query_param(path, "delete").is_some() {
+                self.delete_check = Some((auth::DeleteKeys::default(), bucket, principal.clone()));
+            }
+        }
+        // A signed payload hash for bodies the filter does not otherwise read.
+        if let Some(sigv4::ContentSha256::Sha256(hash)) = verified.as_ref().map(|v| &v.content_sha256) {
+            if !matches!(operation, Operation::PutObject | Operation::UploadPart) {
+                let mut check = crate::digest::PlaintextDigests::default();
+                check.expect_content_sha256(&hex::encode(hash)).map_err(put::digest_error)?;
+                self.body_check = Some(check);
+            }
+        }
+        if end_of_stream {
+            // No body: a signed hash must be that of the empty body.
+            if let Some(check) = self.body_check.take() {
+                check.verify().map_err(put::digest_error)?;
+            }
+        }
+        let chunk_signatures = || -> Option<Box<dyn crate::aws_chunked::ChunkSignatures>> {
+            verified.as_ref().and_then(|v| v.chunk_signatures()).map(|c| Box::new(c) as Box<dyn crate::aws_chunked::ChunkSignatures>)
+        };
+
         match operation {
             Operation::PutObject => {
-                let (edits, upload, envelope) = put::plan(&headers, &settings, None)?;
+                let (edits, upload, envelope) = put::plan(&headers, &settings, chunk_signatures())?;
                 apply(host::REQUEST_HEADERS, &edits)?;
                 self.stored = Some(envelope);
                 self.start_upload(upload, end_of_stream)?;
@@ -284,7 +363,7 @@ impl Exchange {
                 let (backend_path, id) = multipart::backend_path(path);
                 let id = id.ok_or_else(|| S3Error::new(404, "NoSuchUpload", "The specified upload does not exist: it was not started through the encryption gateway."))?;
                 let part = multipart::part_number(path)?;
-                let (edits, upload) = put::plan_part(&headers, &settings, &id, part, None)?;
+                let (edits, upload) = put::plan_part(&headers, &settings, &id, part, chunk_signatures())?;
                 host::set_header(host::REQUEST_HEADERS, ":path", &backend_path).map_err(host_error)?;
                 apply(host::REQUEST_HEADERS, &edits)?;
                 self.start_upload(upload, end_of_stream)?;
@@ -376,13 +455,72 @@ impl Exchange {
         Ok(())
     }
 
+    /// A body the filter checks (signed hash, DeleteObjects keys) or rewrites
+    /// (CompleteMultipartUpload) but does not encrypt. Its last byte is held
+    /// back until the end of the body is seen and checked: end of stream can
+    /// come as a separate empty callback, after the rest went upstream, and
+    /// the backend must never hold a complete request that the filter refuses.
+    fn passed_body(&mut self, body_size: usize, end_of_stream: bool) -> Result<Action, S3Error> {
+        let data = host::get_buffer(host::REQUEST_BODY, 0, body_size).map_err(host_error)?;
+        self.check_passed_body(&data, end_of_stream)?;
+        self.out.clear();
+        self.out.append(&mut self.withheld);
+        match (self.request_rewrite.as_mut(), self.settings.as_ref()) {
+            (Some(rewrite), Some(settings)) => rewrite.push(&data, end_of_stream, &mut self.out, settings.keyring.active().map_err(put::envelope_error)?)?,
+            _ => self.out.extend_from_slice(&data),
+        }
+        if !end_of_stream {
+            if let Some(last) = self.out.pop() {
+                self.withheld.push(last);
+            }
+        }
+        host::set_buffer(host::REQUEST_BODY, 0, body_size, &self.out).map_err(host_error)?;
+        Ok(Action::Continue)
+    }
+
+    fn audit(&self, principal: Option<&str>, method: &str, path: &str, allowed: bool, reason: &str) {
+        host::log(host::LOG_INFO, &auth::audit_record(principal, method, path.split('?').next().unwrap_or("/"), allowed, reason));
+        // Also on the request's access-log line (envoy/gateway.yaml.tmpl).
+        let _ = host::set_property("s3crypt_principal", principal.unwrap_or("anonymous"));
+        let _ = host::set_property("s3crypt_decision", &format!("{}: {reason}", if allowed { "allow" } else { "deny" }));
+        if !allowed {
+            Metrics::add(self.metrics.auth_denied, 1);
+        }
+    }
+
+    /// Checks a body the filter passes on (signed hash, DeleteObjects keys)
+    /// before its last piece leaves: a refusal then means the backend never
+    /// gets a complete request.
+    fn check_passed_body(&mut self, data: &[u8], end_of_stream: bool) -> Result<(), S3Error> {
+        if let Some(check) = self.body_check.as_mut() {
+            check.update(data);
+            if end_of_stream {
+                if let Some(check) = self.body_check.take() {
+                    check.verify().map_err(put::digest_error)?;
+                }
+            }
+        }
+        if let Some((keys, _, _)) = self.delete_check.as_mut() {
+            keys.push(data, end_of_stream)?;
+            if end_of_stream {
+                if let (Some((keys, bucket, principal)), Some(settings)) = (self.delete_check.take(), self.settings.clone()) {
+                    let clients = settings.clients.as_ref().ok_or_else(|| S3Error::new(500, "InternalError", "no clients"))?;
+                    for key in &keys.keys {
+                        let decision = clients.authorize(principal.as_deref(), &crate::policy::Access::Delete { bucket: &bucket, key });
+                        self.audit(principal.as_deref(), "DELETE", &format!("/{bucket}/{key}"), decision.allowed, &decision.reason);
+                        if !decision.allowed {
+                            return Err(S3Error::new(403, "AccessDenied", "Access Denied"));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn request_body(&mut self, body_size: usize, end_of_stream: bool) -> Result<Action, S3Error> {
-        if let (Some(rewrite), Some(settings)) = (self.request_rewrite.as_mut(), self.settings.as_ref()) {
-            let data = host::get_buffer(host::REQUEST_BODY, 0, body_size).map_err(host_error)?;
-            self.out.clear();
-            rewrite.push(&data, end_of_stream, &mut self.out, settings.keyring.active().map_err(put::envelope_error)?)?;
-            host::set_buffer(host::REQUEST_BODY, 0, body_size, &self.out).map_err(host_error)?;
-            return Ok(Action::Continue);
+        if self.body_check.is_some() || self.delete_check.is_some() || self.request_rewrite.is_some() {
+            return self.passed_body(body_size, end_of_stream);
         }
         let Some(upload) = self.upload.as_mut() else {
             return Ok(Action::Continue);

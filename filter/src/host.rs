@@ -48,6 +48,7 @@ extern "C" {
     ) -> u32;
     fn proxy_close_stream(stream_type: u32) -> u32;
     fn proxy_continue_stream(stream_type: u32) -> u32;
+    fn proxy_set_property(path_data: *const u8, path_size: usize, value_data: *const u8, value_size: usize) -> u32;
     fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
 }
@@ -163,6 +164,12 @@ pub fn send_local_response(status: u32, headers: &[(&str, &str)], body: &[u8]) -
 
 pub fn reset_request() -> Result<(), HostError> {
     check(unsafe { proxy_close_stream(STREAM_HTTP_REQUEST) })
+}
+
+/// Sets a property of the stream; Envoy keeps `name` as filter state
+/// `wasm.<name>`, which the access log can print.
+pub fn set_property(name: &str, value: &str) -> Result<(), HostError> {
+    check(unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) })
 }
 
 pub fn resume_request() -> Result<(), HostError> {

@@ -5,6 +5,7 @@
 //! `glue` (wasm only) maps Envoy callbacks onto them. FORMAT.md (beside this
 //! crate) specifies the stored format.
 
+pub mod auth;
 pub mod aws_chunked;
 pub mod cipher;
 pub mod config;
@@ -12,12 +13,14 @@ pub mod copy;
 pub mod digest;
 pub mod envelope;
 pub mod multipart;
+pub mod policy;
 pub mod put;
 pub mod upload_id;
 pub mod xml;
 pub mod range;
 pub mod read;
 pub mod s3;
+pub mod sigv4;
 pub mod sizes;
 pub mod stream;
 
