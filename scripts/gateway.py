@@ -37,6 +37,10 @@ S3CRYPT_CONFIG       Path of the plugin JSON file (the filter's configuration).
 S3CRYPT_WASM         Path of the filter. Default
                      <repo>/target/wasm32-wasip1/release/s3crypt_filter.wasm.
 S3CRYPT_CONCURRENCY  Envoy worker threads (--concurrency). Default 1.
+S3CRYPT_KMS_ENDPOINT URL of the KMS that decrypts KMS-held keys ("kms" keys in the
+                     plugin JSON), e.g. https://kms.eu-west-1.amazonaws.com; adds
+                     the Envoy cluster "kms", signed for service kms with the
+                     same AWS_* credentials as the backend.
 S3CRYPT_STREAM_IDLE_TIMEOUT
                      Seconds a request may go without any bytes moving (a
                      stalled client or backend) before Envoy ends it. Default 300.
@@ -205,6 +209,7 @@ class Settings:
     ca_bundle: str = DEFAULT_CA_BUNDLE
     run_dir: Path = REPO / ".run"
     stream_idle_timeout: int = 300
+    kms: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -231,6 +236,7 @@ class Settings:
         if not conc.isdigit() or int(conc) < 1:
             raise GatewayError(f"S3CRYPT_CONCURRENCY: expected a positive integer, got {conc!r}")
         s.concurrency = int(conc)
+        s.kms = get("S3CRYPT_KMS_ENDPOINT")
         idle = get("S3CRYPT_STREAM_IDLE_TIMEOUT") or "300"
         if not idle.isdigit() or int(idle) < 1:
             raise GatewayError(f"S3CRYPT_STREAM_IDLE_TIMEOUT: expected seconds (a positive integer), got {idle!r}")
@@ -589,6 +595,7 @@ class Gateway:
                  admin: str | None = None, addressing: str | None = None,
                  wasm: Path | str | None = None, concurrency: int | None = None,
                  region: str | None = None, stream_idle_timeout: int | None = None,
+                 kms: str | None = None,
                  log_to_files: bool = True):
         s = dataclasses.replace(settings) if settings else Settings.from_env()
         if run_dir is not None:
@@ -602,6 +609,7 @@ class Gateway:
         s.concurrency = concurrency or s.concurrency
         s.region = region or s.region
         s.stream_idle_timeout = stream_idle_timeout or s.stream_idle_timeout
+        s.kms = kms or s.kms
         s.check()
         self.settings = s
         self.no_filter = no_filter
@@ -653,6 +661,7 @@ class Gateway:
         if not self.no_filter and not s.wasm.is_file():
             raise GatewayError(f"wasm filter not found: {s.wasm}\n"
                                "build it with `make build`, or run with --no-filter")
+        kms = Upstream.parse(s.kms) if s.kms else None
         listen_host, listen_port = parse_hostport(s.listen, "listen")
         admin_host, admin_port = parse_hostport(s.admin, "admin")
         values = {
@@ -660,6 +669,9 @@ class Gateway:
             "LISTEN_ADDRESS": listen_host, "LISTEN_PORT": listen_port,
             "REGION": s.region,
             "STREAM_IDLE_TIMEOUT": f"{s.stream_idle_timeout}s",
+            "KMS_CLUSTER_TYPE": "STATIC" if kms and kms.is_ip else "LOGICAL_DNS",
+            "KMS_ADDRESS": kms.host if kms else "", "KMS_PORT": kms.port if kms else 0,
+            "KMS_HOST": kms.host if kms else "", "KMS_AUTHORITY": kms.authority if kms else "",
             "CLUSTER_TYPE": "STATIC" if up.is_ip else "LOGICAL_DNS",
             "UPSTREAM_ADDRESS": up.host, "UPSTREAM_PORT": up.port,
             "UPSTREAM_HOST": up.host, "UPSTREAM_AUTHORITY": up.authority,
@@ -669,7 +681,8 @@ class Gateway:
             "PLUGIN_CONFIG": "" if self.no_filter else json.dumps(self.filter_config()),
             "VM_HOST_ENV_KEYS": [] if self.no_filter else env_names(self.plugin_config()),
         }
-        flags = {"FILTER": not self.no_filter, "TLS": up.tls, "VIRTUAL": s.addressing == "virtual"}
+        flags = {"FILTER": not self.no_filter, "TLS": up.tls, "VIRTUAL": s.addressing == "virtual",
+                 "KMS": kms is not None, "KMS_TLS": bool(kms and kms.tls)}
         return render_template(TEMPLATE.read_text(), values, flags)
 
     def write_config(self) -> Path:

@@ -4,6 +4,7 @@
 use crate::cipher::{Suite, KEY_LEN};
 use crate::envelope::{valid_chunk_size, valid_key_id, Kek, Keyring, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use crate::copy::Backend;
+use crate::kms::KmsSource;
 use crate::policy::{parse_clients, Clients};
 use crate::s3::Addressing;
 use serde::Deserialize;
@@ -87,6 +88,17 @@ struct RawKey {
     password_env: Option<String>,
     pbkdf2_salt: Option<String>,
     pbkdf2_iterations: Option<u32>,
+    kms: Option<RawKms>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKms {
+    ciphertext_blob: Option<String>,
+    key_id: Option<String>,
+    encryption_context: Option<std::collections::BTreeMap<String, String>>,
+    cluster: Option<String>,
+    authority: Option<String>,
 }
 
 impl Drop for RawKey {
@@ -103,7 +115,54 @@ impl Drop for RawKey {
 
 /// Parses and validates the plugin JSON. `env` looks up environment variables
 /// (those Envoy passes to the VM), so secrets need not sit in the YAML.
+/// A KEK the KMS still has to decrypt.
+pub struct PendingKey {
+    pub id: String,
+    pub source: KmsSource,
+    slot: usize,
+}
+
+/// A validated configuration whose KMS-held keys are not decrypted yet.
+pub struct Staged {
+    pub pending: Vec<PendingKey>,
+    keys: Vec<Option<Kek>>,
+    write_key: String,
+    settings: Box<dyn FnOnce(Keyring) -> Settings>,
+}
+
+impl Staged {
+    /// Completes the configuration once every pending key has its KEK.
+    pub fn finish(mut self, decrypted: Vec<(usize, Zeroizing<[u8; KEY_LEN]>)>) -> Result<Settings, ConfigError> {
+        for (slot, key) in decrypted {
+            let id = self.pending.iter().find(|p| p.slot == slot).map(|p| p.id.clone()).ok_or_else(|| err("keys", "unexpected KMS answer"))?;
+            if let Some(entry) = self.keys.get_mut(slot) {
+                *entry = Some(Kek::new(id, key));
+            }
+        }
+        let keks: Option<Vec<Kek>> = self.keys.into_iter().collect();
+        let keks = keks.ok_or_else(|| err("keys", "a KMS-held key was not decrypted"))?;
+        let keyring = Keyring::new(keks, &self.write_key).ok_or_else(|| err("write_key", format!("no key with id {:?}", self.write_key)))?;
+        Ok((self.settings)(keyring))
+    }
+}
+
+impl PendingKey {
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+}
+
+/// Parses and validates a configuration without KMS-held keys.
 pub fn parse(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+    let staged = parse_staged(json, env)?;
+    if let Some(p) = staged.pending.first() {
+        return Err(err(format!("keys[{}].kms", p.slot), "KMS-held keys are decrypted by the running filter"));
+    }
+    staged.finish(Vec::new())
+}
+
+/// Parses and validates the plugin JSON; keys held by a KMS are left pending.
+pub fn parse_staged(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Staged, ConfigError> {
     let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| err("configuration", format!("invalid JSON: {e}")))?;
     // serde names unknown fields and type errors in its message.
     let raw: RawConfig = serde_json::from_value(value.clone()).map_err(|e| err("configuration", format!("invalid JSON: {e}")))?;
@@ -156,27 +215,59 @@ pub fn parse(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Settin
     if raw_keys.is_empty() {
         return Err(err("keys", "at least one key is required"));
     }
-    let mut keks: Vec<Kek> = Vec::with_capacity(raw_keys.len());
+    let mut keys: Vec<Option<Kek>> = Vec::with_capacity(raw_keys.len());
+    let mut ids: Vec<String> = Vec::with_capacity(raw_keys.len());
+    let mut pending = Vec::new();
     for (i, raw_key) in raw_keys.iter().enumerate() {
         let field = |name: &str| format!("keys[{i}].{name}");
         let id = raw_key.id.clone().ok_or_else(|| err(field("id"), "required"))?;
         if !valid_key_id(&id) {
             return Err(err(field("id"), "1-64 characters from A-Z a-z 0-9 . _ -"));
         }
-        if keks.iter().any(|k| k.id == id) {
+        if ids.contains(&id) {
             return Err(err(field("id"), format!("duplicate key id {id:?}")));
         }
-        let key = key_material(raw_key, &field, env)?;
-        keks.push(Kek::new(id, key));
+        ids.push(id.clone());
+        match &raw_key.kms {
+            Some(kms) => {
+                if raw_key.key_hex.is_some() || raw_key.key_hex_env.is_some() || raw_key.password.is_some() || raw_key.password_env.is_some() {
+                    return Err(err(field("kms"), "give either kms or key material, not both"));
+                }
+                pending.push(PendingKey { id, source: kms_source(kms, &field)?, slot: i });
+                keys.push(None);
+            }
+            None => keys.push(Some(Kek::new(id, key_material(raw_key, &field, env)?))),
+        }
     }
 
     let write_key = match raw.write_key {
         Some(id) => id,
-        None if keks.len() == 1 => keks.first().map(|k| k.id.clone()).unwrap_or_default(),
+        None if ids.len() == 1 => ids.first().cloned().unwrap_or_default(),
         None => return Err(err("write_key", "required when more than one key is configured")),
     };
-    let keyring = Keyring::new(keks, &write_key).ok_or_else(|| err("write_key", format!("no key with id {write_key:?}")))?;
-    Ok(Settings { keyring, suite, chunk_size, unencrypted_objects, addressing, backend, clients })
+    if !ids.contains(&write_key) {
+        return Err(err("write_key", format!("no key with id {write_key:?}")));
+    }
+    let settings = Box::new(move |keyring| Settings { keyring, suite, chunk_size, unencrypted_objects, addressing, backend, clients });
+    Ok(Staged { pending, keys, write_key, settings })
+}
+
+fn kms_source(raw: &RawKms, field: &dyn Fn(&str) -> String) -> Result<KmsSource, ConfigError> {
+    use base64::Engine;
+    let blob = raw.ciphertext_blob.as_deref().ok_or_else(|| err(field("kms.ciphertext_blob"), "required: the KEK encrypted by KMS Encrypt, base64"))?;
+    let ciphertext_blob = base64::engine::general_purpose::STANDARD.decode(blob.trim()).map_err(|_| err(field("kms.ciphertext_blob"), "must be base64"))?;
+    if ciphertext_blob.is_empty() || ciphertext_blob.len() > 6144 {
+        return Err(err(field("kms.ciphertext_blob"), "must be 1 to 6144 bytes"));
+    }
+    let cluster = raw.cluster.clone().unwrap_or_else(|| "kms".into());
+    if cluster.is_empty() || cluster.contains(char::is_whitespace) {
+        return Err(err(field("kms.cluster"), "must name the Envoy cluster that reaches the KMS"));
+    }
+    let authority = raw.authority.clone().ok_or_else(|| err(field("kms.authority"), "required: the KMS endpoint's host, e.g. kms.eu-west-1.amazonaws.com"))?;
+    if authority.is_empty() || authority.contains('/') || authority.contains(char::is_whitespace) {
+        return Err(err(field("kms.authority"), "must be host or host:port, without scheme or path"));
+    }
+    Ok(KmsSource { cluster, authority, ciphertext_blob, key_id: raw.key_id.clone(), encryption_context: raw.encryption_context.clone().unwrap_or_default() })
 }
 
 fn secret(value: &Option<String>, env_name: &Option<String>, field: &dyn Fn(&str) -> String, name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Zeroizing<String>>, ConfigError> {
@@ -291,6 +382,20 @@ mod tests {
         assert_eq!(field_of(&bad), "clients[0].grants[0].actions[0]");
         let none = parse(format!(r#"{{"keys":[{{"id":"a","key_hex":"{HEX}"}}]}}"#).as_bytes(), &no_env).unwrap();
         assert!(none.clients.is_none());
+    }
+
+    #[test]
+    fn kms_keys_are_staged() {
+        let json = format!(r#"{{"keys":[{{"id":"kms1","kms":{{"ciphertext_blob":"AQID","authority":"kms.local:4566"}}}},{{"id":"raw","key_hex":"{HEX}"}}],"write_key":"kms1"}}"#);
+        let staged = parse_staged(json.as_bytes(), &no_env).unwrap();
+        assert_eq!(staged.pending.len(), 1);
+        let p = staged.pending.first().unwrap();
+        assert_eq!((p.id.as_str(), p.slot(), p.source.cluster.as_str()), ("kms1", 0, "kms"));
+        let s = staged.finish(vec![(0, Zeroizing::new([4; 32]))]).unwrap();
+        assert_eq!(s.keyring.active_id(), "kms1");
+        assert_eq!(field_of(&json), "keys[0].kms");
+        assert_eq!(field_of(r#"{"keys":[{"id":"k","kms":{"authority":"h"}}]}"#), "keys[0].kms.ciphertext_blob");
+        assert_eq!(field_of(r#"{"keys":[{"id":"k","kms":{"ciphertext_blob":"AQID"}}]}"#), "keys[0].kms.authority");
     }
 
     #[test]

@@ -58,9 +58,85 @@ impl Metrics {
 struct Root {
     settings: Option<Rc<Settings>>,
     metrics: Rc<Metrics>,
+    /// A configuration waiting for KMS-held keys, the keys decrypted so far,
+    /// and the calls in flight (token -> key slot).
+    staged: Option<config::Staged>,
+    decrypted: Vec<(usize, zeroize::Zeroizing<[u8; crate::cipher::KEY_LEN]>)>,
+    kms_calls: Vec<(u32, usize)>,
 }
 
-impl Context for Root {}
+/// How often KMS calls that failed are tried again (requests are refused meanwhile).
+const KMS_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        let Some(at) = self.kms_calls.iter().position(|(t, _)| *t == token_id) else {
+            return;
+        };
+        let (_, slot) = self.kms_calls.swap_remove(at);
+        let status = host::get_headers(host::CALL_RESPONSE_HEADERS).ok().and_then(|h| header(&h, ":status").and_then(|s| s.parse().ok())).unwrap_or(0);
+        let body = host::get_buffer(host::CALL_RESPONSE_BODY, 0, body_size).unwrap_or_default();
+        let id = self.staged.as_ref().and_then(|s| s.pending.iter().find(|p| p.slot() == slot)).map(|p| p.id.clone()).unwrap_or_default();
+        match crate::kms::decrypt_response(status, &body) {
+            Ok(key) => {
+                host::log(host::LOG_INFO, &format!("key {id:?} decrypted by the KMS"));
+                self.decrypted.push((slot, key));
+                self.finish_if_ready();
+            }
+            Err(e) => host::log(host::LOG_ERROR, &format!("key {id:?}: {e}; refusing all requests, retrying in {}s", KMS_RETRY.as_secs())),
+        }
+    }
+}
+
+impl Root {
+    fn ready(&mut self, settings: Settings) {
+        host::log(
+            host::LOG_INFO,
+            &format!("configured: cipher {}, chunk_size {}, write key id {:?}", settings.suite.name(), settings.chunk_size, settings.keyring.active_id()),
+        );
+        match settings.clients.as_ref() {
+            Some(clients) => host::log(host::LOG_INFO, &format!("client authentication on: {} access keys", clients.len())),
+            None => host::log(host::LOG_WARN, "no \"clients\" configured: every request is served without authentication; keep the listener private"),
+        }
+        self.settings = Some(Rc::new(settings));
+    }
+
+    /// Asks the KMS for every pending key not decrypted or in flight.
+    fn call_kms(&mut self) {
+        let Some(staged) = self.staged.as_ref() else {
+            return;
+        };
+        let mut calls = Vec::new();
+        for pending in &staged.pending {
+            let slot = pending.slot();
+            if self.decrypted.iter().any(|(s, _)| *s == slot) || self.kms_calls.iter().any(|(_, s)| *s == slot) {
+                continue;
+            }
+            let (headers, body) = crate::kms::decrypt_request(&pending.source);
+            match host::dispatch_with_body(&pending.source.cluster, &headers, &body, std::time::Duration::from_secs(10)) {
+                Ok(token) => calls.push((token, slot)),
+                Err(HostError(status)) => host::log(host::LOG_ERROR, &format!("key {:?}: cannot call the KMS cluster {:?} (status {status}); refusing all requests", pending.id, pending.source.cluster)),
+            }
+        }
+        self.kms_calls.extend(calls);
+    }
+
+    fn finish_if_ready(&mut self) {
+        let all = self.staged.as_ref().is_some_and(|s| s.pending.iter().all(|p| self.decrypted.iter().any(|(slot, _)| *slot == p.slot())));
+        if !all {
+            return;
+        }
+        if let Some(staged) = self.staged.take() {
+            match staged.finish(std::mem::take(&mut self.decrypted)) {
+                Ok(settings) => {
+                    let _ = host::set_tick_period(std::time::Duration::ZERO);
+                    self.ready(settings);
+                }
+                Err(e) => host::log(host::LOG_ERROR, &format!("invalid configuration: {e}; refusing all requests")),
+            }
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -73,17 +149,24 @@ impl RootContext for Root {
                 return false;
             }
         };
-        match config::parse(&json, &|name| std::env::var(name).ok()) {
-            Ok(settings) => {
-                host::log(
-                    host::LOG_INFO,
-                    &format!("configured: cipher {}, chunk_size {}, write key id {:?}", settings.suite.name(), settings.chunk_size, settings.keyring.active_id()),
-                );
-                match settings.clients.as_ref() {
-                    Some(clients) => host::log(host::LOG_INFO, &format!("client authentication on: {} access keys", clients.len())),
-                    None => host::log(host::LOG_WARN, "no \"clients\" configured: every request is served without authentication; keep the listener private"),
+        match config::parse_staged(&json, &|name| std::env::var(name).ok()) {
+            Ok(staged) if staged.pending.is_empty() => match staged.finish(Vec::new()) {
+                Ok(settings) => {
+                    self.ready(settings);
+                    true
                 }
-                self.settings = Some(Rc::new(settings));
+                Err(e) => {
+                    host::log(host::LOG_ERROR, &format!("invalid configuration: {e}; refusing all requests"));
+                    false
+                }
+            },
+            Ok(staged) => {
+                // Requests are refused (503) until the KMS has answered for every key.
+                host::log(host::LOG_INFO, &format!("waiting for the KMS to decrypt {} key(s); refusing requests until then", staged.pending.len()));
+                self.settings = None;
+                self.staged = Some(staged);
+                self.call_kms();
+                let _ = host::set_tick_period(KMS_RETRY);
                 true
             }
             Err(e) => {
@@ -91,6 +174,12 @@ impl RootContext for Root {
                 self.settings = None;
                 false
             }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if self.staged.is_some() && self.kms_calls.is_empty() {
+            self.call_kms();
         }
     }
 

@@ -19,6 +19,7 @@ pub const RESPONSE_HEADERS: u32 = MapType::HttpResponseHeaders as u32;
 pub const CALL_RESPONSE_HEADERS: u32 = MapType::HttpCallResponseHeaders as u32;
 pub const REQUEST_BODY: u32 = BufferType::HttpRequestBody as u32;
 pub const RESPONSE_BODY: u32 = BufferType::HttpResponseBody as u32;
+pub const CALL_RESPONSE_BODY: u32 = BufferType::HttpCallResponseBody as u32;
 const PLUGIN_CONFIGURATION: u32 = BufferType::PluginConfiguration as u32;
 const STREAM_HTTP_REQUEST: u32 = StreamType::HttpRequest as u32;
 const STREAM_HTTP_RESPONSE: u32 = StreamType::HttpResponse as u32;
@@ -48,6 +49,7 @@ extern "C" {
     ) -> u32;
     fn proxy_close_stream(stream_type: u32) -> u32;
     fn proxy_continue_stream(stream_type: u32) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_set_property(path_data: *const u8, path_size: usize, value_data: *const u8, value_size: usize) -> u32;
     fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
@@ -183,6 +185,16 @@ pub fn resume_request() -> Result<(), HostError> {
 pub fn dispatch(cluster: &str, headers: &[(String, String)], timeout: std::time::Duration) -> Result<u32, HostError> {
     let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     proxy_wasm::hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout).map_err(|s| HostError(s as u32))
+}
+
+pub fn dispatch_with_body(cluster: &str, headers: &[(String, String)], body: &[u8], timeout: std::time::Duration) -> Result<u32, HostError> {
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    proxy_wasm::hostcalls::dispatch_http_call(cluster, headers, Some(body), vec![], timeout).map_err(|s| HostError(s as u32))
+}
+
+/// Root context timer; zero stops it.
+pub fn set_tick_period(period: std::time::Duration) -> Result<(), HostError> {
+    check(unsafe { proxy_set_tick_period_milliseconds(u32::try_from(period.as_millis()).unwrap_or(u32::MAX)) })
 }
 
 pub fn reset_response() -> Result<(), HostError> {

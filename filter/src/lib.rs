@@ -12,6 +12,7 @@ pub mod config;
 pub mod copy;
 pub mod digest;
 pub mod envelope;
+pub mod kms;
 pub mod multipart;
 pub mod policy;
 pub mod put;
