@@ -41,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 TEMPLATE = HERE / "production.yaml.tmpl"
 sys.path.insert(0, str(REPO / "scripts"))
-from gateway import render_template  # noqa: E402  (scripts/gateway.py)
+from gateway import env_names, render_template  # noqa: E402  (scripts/gateway.py)
 
 
 class SettingsError(Exception):
@@ -364,25 +364,6 @@ class Deployment:
         for name in re.findall(r"\$\{(MIRROR_[A-Z_]+)\}", TEMPLATE.read_text()):
             values.setdefault(name, "")
         return render_template(TEMPLATE.read_text(), values, flags)
-
-
-def env_names(config) -> list[str]:
-    """Environment variables named by "*_env" fields of the plugin JSON."""
-    found: set[str] = set()
-
-    def walk(v):
-        if isinstance(v, dict):
-            for k, x in v.items():
-                if k.endswith("_env") and isinstance(x, str):
-                    found.add(x)
-                else:
-                    walk(x)
-        elif isinstance(v, list):
-            for x in v:
-                walk(x)
-
-    walk(config)
-    return sorted(found)
 
 
 def plugin_config_problems(config) -> list[str]:
