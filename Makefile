@@ -45,6 +45,7 @@ build-fault: bootstrap
 
 # pytest exits 5 when it collects no tests: that is a failure here too.
 integration-test: build build-fault
+	@bash scripts/install_clients.sh
 	$(PYTHON) -m pytest -ra integration $(PYTEST_ARGS)
 
 check: bootstrap

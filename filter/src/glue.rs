@@ -375,8 +375,9 @@ impl Exchange {
             None => None,
         };
         let principal = verified.as_ref().map(|v| v.access_key_id.clone());
-        // A presigned URL's own parameters never reach the backend.
-        if verified.as_ref().is_some_and(|v| v.presigned) {
+        // A presigned URL's own parameters never reach the backend (which
+        // would check them against its own keys): the gateway signs instead.
+        {
             if let Some(stripped) = auth::strip_presign(header(&headers, ":path").unwrap_or("/")) {
                 host::set_header(host::REQUEST_HEADERS, ":path", &stripped).map_err(host_error)?;
                 set_value(&mut headers, ":path", &stripped);
@@ -637,9 +638,15 @@ impl Exchange {
             Some(Operation::PutObject) | Some(Operation::UploadPart) => {
                 let headers = host::get_headers(host::RESPONSE_HEADERS).map_err(host_error)?;
                 let mut edits = HeaderEdits { remove: put::plaintext_integrity_headers(), set: std::mem::take(&mut self.echo_checksums) };
-                // A part keeps the backend's ETag: CompleteMultipartUpload needs it.
                 if let Some(etag) = self.stored.as_ref().and_then(|envelope| read::client_etag(envelope, header(&headers, "etag"))) {
                     edits.set.push(("etag".into(), etag));
+                } else if self.operation == Some(Operation::UploadPart) {
+                    // The part's ETag is the ciphertext's MD5: marked so that
+                    // clients comparing it with their MD5 know it is not one;
+                    // CompleteMultipartUpload takes the mark off again.
+                    if let Some(etag) = header(&headers, "etag").map(multipart::part_etag_for_client) {
+                        edits.set.push(("etag".into(), etag));
+                    }
                 }
                 apply(host::RESPONSE_HEADERS, &edits)?;
             }

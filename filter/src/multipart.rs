@@ -45,6 +45,32 @@ pub fn part_number(path: &str) -> Result<u32, S3Error> {
         .ok_or_else(|| S3Error::new(400, "InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive."))
 }
 
+/// A part's ETag as the client sees it: the backend's (the MD5 of the
+/// ciphertext part) with a `-1` suffix, so tools that compare part ETags with
+/// the MD5 of what they sent (s3cmd) know it is not one.
+pub fn part_etag_for_client(backend: &str) -> String {
+    let bare = backend.trim().trim_matches('"');
+    if is_md5_hex(bare) {
+        format!("\"{bare}-1\"")
+    } else {
+        backend.trim().to_owned()
+    }
+}
+
+fn is_md5_hex(text: &str) -> bool {
+    text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The backend's part ETag from what the client sends back at Complete.
+fn backend_part_etag(client: &str) -> Option<String> {
+    let (quote, bare) = match client.strip_prefix("&quot;").and_then(|c| c.strip_suffix("&quot;")) {
+        Some(bare) => ("&quot;", bare),
+        None => ("\"", client.trim_matches('"')),
+    };
+    let md5 = bare.strip_suffix("-1").filter(|m| is_md5_hex(m))?;
+    Some(format!("{quote}{md5}{quote}"))
+}
+
 fn xml_unescape(text: &str) -> String {
     text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
 }
@@ -109,7 +135,15 @@ impl BodyRewrite {
                     }
                 }
                 (Kind::Parts { client_id, .. }, "UploadId") => client_id.as_ref().map(|id| replace_element_text(record, "UploadId", &xml_escape(id))),
-                (Kind::Parts { chunk_size, .. }, "Part") => Some(plaintext_size(&remove_elements(record, "Checksum"), *chunk_size).unwrap_or_else(|| remove_elements(record, "Checksum"))),
+                (Kind::Parts { chunk_size, .. }, "Part") => {
+                    let record = remove_elements(record, "Checksum");
+                    let record = plaintext_size(&record, *chunk_size).unwrap_or(record);
+                    // The same marked ETag UploadPart showed.
+                    match element_text(&record, "ETag").map(|e| part_etag_for_client(&xml_unescape(e))) {
+                        Some(etag) => Some(replace_element_text(&record, "ETag", &xml_escape(&etag))),
+                        None => Some(record),
+                    }
+                }
                 (Kind::Listing { chunk_size }, _) => {
                     let resized = plaintext_size(record, *chunk_size)?;
                     // Single-part ETags are MD5s of the ciphertext: show the opaque form HEAD shows.
@@ -131,8 +165,12 @@ impl BodyRewrite {
                     Some(replace_element_text(&record, "ETag", &xml_escape(&shown)))
                 }
                 (Kind::Complete, "Part") => {
-                    let trimmed = remove_elements(record, "Checksum");
-                    Some(format!("{trimmed}{}", " ".repeat(record.len() - trimmed.len())))
+                    let mut trimmed = remove_elements(record, "Checksum");
+                    if let Some(etag) = element_text(&trimmed, "ETag").and_then(backend_part_etag) {
+                        trimmed = replace_element_text(&trimmed, "ETag", &etag);
+                    }
+                    // Same length as before: the request's Content-Length stands.
+                    Some(format!("{trimmed}{}", " ".repeat(record.len().saturating_sub(trimmed.len()))))
                 }
                 _ => None,
             }
@@ -211,5 +249,20 @@ mod tests {
         let out = run(BodyRewrite::complete(), body, &ring);
         assert_eq!(out.len(), body.len());
         assert!(!out.contains("Checksum") && out.contains("<PartNumber>1</PartNumber></Part>"));
+    }
+
+    #[test]
+    fn part_etags_are_marked_and_unmarked() {
+        let md5 = "0123456789abcdef0123456789abcdef";
+        let shown = part_etag_for_client(&format!("\"{md5}\""));
+        assert_eq!(shown, format!("\"{md5}-1\""));
+        assert_eq!(part_etag_for_client("\"odd\""), "\"odd\"");
+        let ring = ring();
+        for (quoted, plain) in [(format!("&quot;{md5}-1&quot;"), format!("&quot;{md5}&quot;")), (shown.clone(), format!("\"{md5}\""))] {
+            let body = format!("<CompleteMultipartUpload><Part><ETag>{quoted}</ETag><PartNumber>1</PartNumber></Part></CompleteMultipartUpload>");
+            let out = run(BodyRewrite::complete(), &body, &ring);
+            assert_eq!(out.len(), body.len());
+            assert!(out.contains(&format!("<ETag>{plain}</ETag>")), "{out}");
+        }
     }
 }
