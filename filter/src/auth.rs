@@ -6,7 +6,7 @@
 use crate::policy::{Access, Clients};
 use crate::s3::{has_query_param, percent_decode, query_param, Operation, S3Error};
 use crate::sigv4::{self, AuthError, RequestParts, Verified};
-use crate::xml::{element_text, RecordRewriter};
+use crate::xml::{element_text, unescape, RecordRewriter};
 use std::time::SystemTime;
 
 /// Bucket and key of a path-style request path, percent-decoded.
@@ -128,7 +128,7 @@ impl DeleteKeys {
         let mut sink = Vec::new();
         self.rewriter.push(data, end, &mut sink, &mut |_, record| {
             if let Some(key) = element_text(record, "Key") {
-                keys.push(key.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&"));
+                keys.push(unescape(key));
             }
             None
         });

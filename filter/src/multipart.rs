@@ -9,7 +9,7 @@ use crate::read::opaque_etag;
 use crate::s3::{query_param, replace_query_param, xml_escape, S3Error};
 use crate::sizes;
 use crate::upload_id::{self, ClientUploadId};
-use crate::xml::{element_text, remove_elements, replace_element_text, RecordRewriter};
+use crate::xml::{element_text, remove_elements, replace_element_text, unescape, RecordRewriter};
 use zeroize::Zeroizing;
 
 /// The data key of an upload being created, kept until the response names
@@ -71,10 +71,6 @@ fn backend_part_etag(client: &str) -> Option<String> {
     Some(format!("{quote}{md5}{quote}"))
 }
 
-fn xml_unescape(text: &str) -> String {
-    text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
-}
-
 /// What a rewritten XML body is.
 enum Kind {
     /// CreateMultipartUpload response: the backend's UploadId becomes the
@@ -125,7 +121,7 @@ impl BodyRewrite {
         let mut rewrite = |tag: &str, record: &str| -> Option<String> {
             match (kind, tag) {
                 (Kind::Created(p), "UploadId") => {
-                    let backend_id = xml_unescape(element_text(record, "UploadId")?);
+                    let backend_id = unescape(element_text(record, "UploadId")?);
                     match upload_id::seal(kek, &p.dek, p.suite, p.chunk_size, &backend_id) {
                         Ok(id) => Some(replace_element_text(record, "UploadId", &xml_escape(&id))),
                         Err(e) => {
@@ -139,7 +135,7 @@ impl BodyRewrite {
                     let record = remove_elements(record, "Checksum");
                     let record = plaintext_size(&record, *chunk_size).unwrap_or(record);
                     // The same marked ETag UploadPart showed.
-                    match element_text(&record, "ETag").map(|e| part_etag_for_client(&xml_unescape(e))) {
+                    match element_text(&record, "ETag").map(|e| part_etag_for_client(&unescape(e))) {
                         Some(etag) => Some(replace_element_text(&record, "ETag", &xml_escape(&etag))),
                         None => Some(record),
                     }
@@ -149,7 +145,7 @@ impl BodyRewrite {
                     // Single-part ETags are MD5s of the ciphertext: show the opaque form HEAD shows.
                     match element_text(&resized, "ETag") {
                         Some(etag) if !etag.contains('-') => {
-                            let shown = xml_escape(&opaque_etag(&xml_unescape(etag)));
+                            let shown = xml_escape(&opaque_etag(&unescape(etag)));
                             Some(replace_element_text(&resized, "ETag", &shown))
                         }
                         _ => Some(resized),
@@ -157,7 +153,7 @@ impl BodyRewrite {
                 }
                 (Kind::Copied(envelope), _) => {
                     let record = remove_elements(record, "Checksum");
-                    let stored = xml_unescape(element_text(&record, "ETag")?);
+                    let stored = unescape(element_text(&record, "ETag")?);
                     let shown = match envelope {
                         Some(env) => crate::read::client_etag(env, Some(&stored))?,
                         None => stored,

@@ -73,6 +73,11 @@ impl RecordRewriter {
     }
 }
 
+/// Undoes the five predefined XML entities (all S3 uses in these responses).
+pub fn unescape(text: &str) -> String {
+    text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
+}
+
 /// The text of the first `<tag>...</tag>` in `record`.
 pub fn element_text<'a>(record: &'a str, tag: &str) -> Option<&'a str> {
     let open = format!("<{tag}>");
