@@ -122,6 +122,10 @@ impl BodyRewrite {
             match (kind, tag) {
                 (Kind::Created(p), "UploadId") => {
                     let backend_id = unescape(element_text(record, "UploadId")?);
+                    if backend_id.is_empty() {
+                        // No upload to name: left as the backend sent it.
+                        return None;
+                    }
                     match upload_id::seal(kek, &p.dek, p.suite, p.chunk_size, &backend_id) {
                         Ok(id) => Some(replace_element_text(record, "UploadId", &xml_escape(&id))),
                         Err(e) => {

@@ -341,7 +341,9 @@ impl ChunkOpener {
             let (head, tail) = data.split_at(take);
             self.buf.extend_from_slice(head);
             data = tail;
-            self.offset += take as u64;
+            // Bytes past the announced end are never added (a backend can
+            // announce any Content-Range).
+            self.offset = self.offset.checked_add(take as u64).filter(|o| *o <= self.window.end).ok_or(StreamError::TrailingData).inspect_err(|_| self.failed = true)?;
             if self.buf.len() == HEADER_LEN {
                 if let Err(e) = self.check_header() {
                     self.failed = true;
@@ -391,8 +393,8 @@ impl ChunkOpener {
         if h.len == 0 || h.len > self.chunk_size || (!h.last && h.len != self.chunk_size) {
             return Err(StreamError::BadChunkHeader);
         }
-        let chunk_start = self.offset - HEADER_LEN as u64;
-        let chunk_end = chunk_start + u64::from(h.len) + CHUNK_OVERHEAD as u64;
+        let chunk_start = self.offset.checked_sub(HEADER_LEN as u64).ok_or(StreamError::BadChunkHeader)?;
+        let chunk_end = chunk_start.checked_add(u64::from(h.len) + CHUNK_OVERHEAD as u64).ok_or(StreamError::Truncated)?;
         if chunk_end > self.window.object_len {
             return Err(StreamError::Truncated);
         }
@@ -407,9 +409,18 @@ impl ChunkOpener {
         }
         match self.previous {
             None => {
-                let chunk_number = chunk_start / (u64::from(self.chunk_size) + CHUNK_OVERHEAD as u64);
-                let fits = if h.part == 0 { u64::from(h.index) == chunk_number } else { u64::from(h.index) <= chunk_number };
-                if !fits || (chunk_start == 0 && h.index != 0) {
+                // The first chunk of a read must sit where its header says. In a
+                // single segment chunk n has index n. In a multipart object
+                // (parts of k chunks but the last, FORMAT.md) chunk n of part p
+                // (from 1) has index i with n = (p - 1) * k + i, i < k: so part
+                // 1 needs i = n, and a later part a whole k = (n - i) / (p - 1) > i.
+                let n = chunk_start / (u64::from(self.chunk_size) + CHUNK_OVERHEAD as u64);
+                let i = u64::from(h.index);
+                let fits = match u64::from(h.part) {
+                    0 | 1 => i == n,
+                    p => n.checked_sub(i).is_some_and(|d| d % (p - 1) == 0 && d / (p - 1) > i),
+                };
+                if !fits {
                     return Err(StreamError::ChunkOutOfOrder);
                 }
             }
@@ -443,7 +454,7 @@ impl ChunkOpener {
         segment.cipher.open(&header.nonce(), aad, body, tag).map_err(|_| StreamError::ChunkAuthFailed)?;
         // Release only the wanted plaintext window.
         let chunk_start = self.plain_offset;
-        let chunk_end = chunk_start + body.len() as u64;
+        let chunk_end = chunk_start.saturating_add(body.len() as u64);
         let from = self.window.want_start.clamp(chunk_start, chunk_end) - chunk_start;
         let to = self.window.want_end.clamp(chunk_start, chunk_end) - chunk_start;
         // from <= to <= body.len(), so both fit usize.
