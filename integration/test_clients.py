@@ -217,8 +217,12 @@ def shim(backend):
 
 @pytest.fixture(scope="module")
 def gwy(start_gateway, plugin_config, backend, shim):
-    """The gateway (filter on, TEST_KEY_HEX) in front of s3s-fs-through-the-shim."""
-    return start_gateway(plugin_config, backend=_ShimmedBackend(backend, shim))
+    """The gateway (filter on, TEST_KEY_HEX) in front of s3s-fs-through-the-shim,
+    with client authentication on: every client's SigV4 signatures (headers,
+    presigned URLs, aws-chunked chunk signatures) are verified by the filter."""
+    config = dict(plugin_config, clients=[{"access_key_id": CLIENT_KEY, "secret_access_key": CLIENT_SECRET,
+                                           "grants": [{"bucket": "*", "actions": ["read", "write", "delete", "list"]}]}])
+    return start_gateway(config, backend=_ShimmedBackend(backend, shim))
 
 
 @pytest.fixture(scope="module")
