@@ -30,7 +30,9 @@ S3CRYPT_DATA_DIR     Folder of the local backend. Default <repo>/.run/data.
 S3CRYPT_CONFIG       Path of the plugin JSON file (the filter's configuration).
                      Default: .run/plugin.json, generated from a random key that
                      is created once in .run/master.key and reused, so objects
-                     stay readable across restarts. Back that key up.
+                     stay readable across restarts (back that key up), and one
+                     client access key with full access, created once in
+                     .run/client.json and printed at start-up.
                      Fields named "*_env" in it (e.g. "key_hex_env": "MY_KEY")
                      name environment variables of this process that Envoy
                      passes to the filter, so keys need not be in the file.
@@ -280,15 +282,33 @@ def load_or_create_key(path: Path) -> str:
     return key
 
 
+def load_or_create_client(path: Path) -> tuple[str, str]:
+    """The default client's access key id and secret, created once (mode 0600)."""
+    if path.exists():
+        data = json.loads(path.read_text())
+        return data["access_key_id"], data["secret_access_key"]
+    access_key = "AKS3C" + secrets.token_hex(8).upper()
+    secret = secrets.token_urlsafe(30)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps({"access_key_id": access_key, "secret_access_key": secret}) + "\n")
+    return access_key, secret
+
+
 def resolve_plugin_config(settings: Settings) -> dict:
-    """S3CRYPT_CONFIG if set, else .run/plugin.json from the persistent .run/master.key."""
+    """S3CRYPT_CONFIG if set, else .run/plugin.json from the persistent .run/master.key
+    and one client key with full access (.run/client.json), both created once."""
     if settings.config:
         try:
             return json.loads(settings.config.read_text())
         except (OSError, ValueError) as e:
             raise GatewayError(f"S3CRYPT_CONFIG {settings.config}: {e}") from None
     key = load_or_create_key(settings.run_dir / "master.key")
+    access_key, secret = load_or_create_client(settings.run_dir / "client.json")
     config = default_plugin_config(key)
+    config["clients"] = [{"access_key_id": access_key, "secret_access_key": secret,
+                          "grants": [{"bucket": "*", "actions": ["read", "write", "delete", "list"]}]}]
     write_private(settings.run_dir / "plugin.json", json.dumps(config, indent=2) + "\n")
     return config
 
@@ -825,6 +845,16 @@ def _banner(gw: Gateway) -> str:
     filt = "OFF (--no-filter: objects are stored in plaintext)" if gw.no_filter else f"on ({s.wasm})"
     key = "" if gw.no_filter or s.config else f"\n  key:       {s.run_dir / 'master.key'} (back it up)"
     ep = gw.endpoint
+    clients = [] if gw.no_filter else gw.plugin_config().get("clients") or []
+    if gw.no_filter or not clients:
+        creds = ("Client settings (no client authentication: any key works; keep the listener private):\n"
+                 f"  export AWS_ACCESS_KEY_ID={CLIENT_ACCESS_KEY} AWS_SECRET_ACCESS_KEY={CLIENT_SECRET_KEY} AWS_DEFAULT_REGION=us-east-1")
+    elif s.config:
+        creds = f"Client settings: the access keys in {s.config} (\"clients\"), e.g.\n  export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... AWS_DEFAULT_REGION=us-east-1"
+    else:
+        c = clients[0]
+        creds = (f"Client settings (full access; kept in {s.run_dir / 'client.json'}):\n"
+                 f"  export AWS_ACCESS_KEY_ID={c['access_key_id']} AWS_SECRET_ACCESS_KEY={c['secret_access_key']} AWS_DEFAULT_REGION=us-east-1")
     return f"""\
 s3crypt gateway ready
   endpoint:  {ep}
@@ -833,11 +863,13 @@ s3crypt gateway ready
   admin:     {gw.admin_url}  (stats: {gw.admin_url}/stats?filter=wasmcustom)
   config:    {gw.config_path}
 
-Client settings (client authentication is not enforced yet; any key works):
-  export AWS_ACCESS_KEY_ID={CLIENT_ACCESS_KEY} AWS_SECRET_ACCESS_KEY={CLIENT_SECRET_KEY} AWS_DEFAULT_REGION=us-east-1
+{creds}
   aws --endpoint-url {ep} s3 mb s3://demo-bucket
   aws --endpoint-url {ep} s3 cp ./some-file s3://demo-bucket/some-file
   aws --endpoint-url {ep} s3 cp s3://demo-bucket/some-file ./some-file.copy
+  aws --endpoint-url {ep} s3 presign s3://demo-bucket/some-file    # a link for curl or a browser
+    (SigV4 links only: awscli v2 by default; awscli v1 after
+     `aws configure set default.s3.signature_version s3v4`)
 {aws_note}
 Access log (JSON) follows on stdout. Ctrl-C stops.
 """

@@ -360,6 +360,7 @@ impl Exchange {
         let settings = self.settings.clone().ok_or_else(|| S3Error::new(503, "ServiceUnavailable", "The encryption gateway is not configured; see the Envoy log."))?;
         let mut headers = host::get_headers(host::REQUEST_HEADERS).map_err(host_error)?;
         let method = header(&headers, ":method").unwrap_or_default().to_owned();
+        self.resource = header(&headers, ":path").unwrap_or("/").split('?').next().unwrap_or("/").to_string();
         // Who signed it: checked on the request exactly as the client signed it.
         let verified = match settings.clients.as_ref() {
             Some(clients) => {
