@@ -243,3 +243,10 @@ def test_every_decision_is_audited(authed):
     assert any(rec["principal"] == BOB[0] and rec["decision"] == "deny" and rec["resource"] == f"/{bucket}/private/doc" for rec in lines)
     assert any(rec["principal"] == ALICE[0] and rec["decision"] == "allow" for rec in lines)
     assert ALICE[1] not in gw.log.read_text(errors="replace")
+    # The access log carries who, from where, and the decision, per request.
+    denied = [r for r in gw.access_log() if r.get("principal") == BOB[0] and r.get("path", "").endswith("/private/doc")]
+    assert denied and denied[-1]["decision"].startswith("deny") and denied[-1]["client"].startswith("127.0.0.1")
+    assert denied[-1]["status"] == 403
+    stats = gw.stats("wasmcustom.")
+    assert stats["wasmcustom.s3crypt_requests_denied"] > 0 and stats["wasmcustom.s3crypt_requests_allowed"] > 0
+    assert stats.get("wasmcustom.s3crypt_errors_AccessDenied", 0) > 0

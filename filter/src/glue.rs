@@ -31,6 +31,9 @@ struct Metrics {
     auth_failures: Option<u32>,
     requests_refused: Option<u32>,
     auth_denied: Option<u32>,
+    auth_allowed: Option<u32>,
+    /// One counter per S3 error code the filter answers with, made on first use.
+    by_code: std::cell::RefCell<Vec<(&'static str, Option<u32>)>>,
 }
 
 impl Metrics {
@@ -44,7 +47,20 @@ impl Metrics {
             auth_failures: counter("s3crypt_auth_failures"),
             requests_refused: counter("s3crypt_requests_refused"),
             auth_denied: counter("s3crypt_requests_denied"),
+            auth_allowed: counter("s3crypt_requests_allowed"),
+            by_code: std::cell::RefCell::new(Vec::new()),
         }
+    }
+
+    /// `s3crypt_errors_<code>`, e.g. `s3crypt_errors_SignatureDoesNotMatch`.
+    fn for_code(&self, code: &'static str) -> Option<u32> {
+        let mut known = self.by_code.try_borrow_mut().ok()?;
+        if let Some((_, id)) = known.iter().find(|(c, _)| *c == code) {
+            return *id;
+        }
+        let id = host::define_counter(&format!("s3crypt_errors_{code}")).ok();
+        known.push((code, id));
+        id
     }
 
     fn add(id: Option<u32>, by: u64) {
@@ -337,6 +353,7 @@ impl Exchange {
     fn refuse(&mut self, error: S3Error) -> Action {
         if error.status >= 400 {
             Metrics::add(self.metrics.requests_refused, 1);
+            Metrics::add(self.metrics.for_code(error.code), 1);
         }
         let id = request_id();
         let body = if error.has_body() { error.to_xml(&self.resource, &id) } else { String::new() };
@@ -574,9 +591,7 @@ impl Exchange {
         // Also on the request's access-log line (envoy/gateway.yaml.tmpl).
         let _ = host::set_property("s3crypt_principal", principal.unwrap_or("anonymous"));
         let _ = host::set_property("s3crypt_decision", &format!("{}: {reason}", if allowed { "allow" } else { "deny" }));
-        if !allowed {
-            Metrics::add(self.metrics.auth_denied, 1);
-        }
+        Metrics::add(if allowed { self.metrics.auth_allowed } else { self.metrics.auth_denied }, 1);
     }
 
     /// Checks a body the filter passes on (signed hash, DeleteObjects keys)
