@@ -8,6 +8,10 @@
 #                Extra pytest options: make test PYTEST_ARGS="-k passthrough -x"
 #   make check   render .run/envoy.yaml and validate it with Envoy (make check ARGS=--no-filter
 #                before the filter is built)
+#   make soak    10-minute soak (~11 min): 64 concurrent boto3 clients, mixed workload, every
+#                byte checked, Envoy RSS must stay flat; own gateway + s3s-fs on tmpfs. Not part
+#                of make test (integration/test_soak.py runs 60 s of it).
+#                Extra options: make soak ARGS="--clients 32 --out .run/soak.json"
 #   make clean   remove build output and generated files; keeps .run/master.key (the
 #                default key) and .run/data (the local backend's objects)
 
@@ -21,7 +25,7 @@ WASM := target/wasm32-wasip1/release/s3crypt_filter.wasm
 # cargo may only be on PATH through rustup's env file (fresh CI shells).
 CARGO_ENV := if ! command -v cargo >/dev/null && [ -f "$$HOME/.cargo/env" ]; then . "$$HOME/.cargo/env"; fi
 
-.PHONY: bootstrap build build-fault run test cargo-test integration-test check clean
+.PHONY: bootstrap build build-fault run test cargo-test integration-test check clean soak
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -47,6 +51,9 @@ build-fault: bootstrap
 integration-test: build build-fault
 	@bash scripts/install_clients.sh
 	$(PYTHON) -m pytest -ra integration $(PYTEST_ARGS)
+
+soak: build
+	$(PYTHON) integration/soak.py --seconds 600 $(ARGS)
 
 check: bootstrap
 	$(PYTHON) scripts/gateway.py --check $(ARGS)
