@@ -410,15 +410,16 @@ impl ChunkOpener {
         match self.previous {
             None => {
                 // The first chunk of a read must sit where its header says. In a
-                // single segment chunk n has index n. In a multipart object
-                // (parts of k chunks but the last, FORMAT.md) chunk n of part p
-                // (from 1) has index i with n = (p - 1) * k + i, i < k: so part
-                // 1 needs i = n, and a later part a whole k = (n - i) / (p - 1) > i.
+                // single segment, and in part 1 of a multipart object, chunk n
+                // has index n.
                 let n = chunk_start / (u64::from(self.chunk_size) + CHUNK_OVERHEAD as u64);
                 let i = u64::from(h.index);
+                // S3 lets an upload skip part numbers, so past part 1 only the
+                // weaker i <= n holds for every object; the object's start
+                // must be an index 0 whatever its first part number.
                 let fits = match u64::from(h.part) {
                     0 | 1 => i == n,
-                    p => n.checked_sub(i).is_some_and(|d| d % (p - 1) == 0 && d / (p - 1) > i),
+                    _ => i <= n && (n > 0 || i == 0),
                 };
                 if !fits {
                     return Err(StreamError::ChunkOutOfOrder);

@@ -28,16 +28,17 @@ impl RecordRewriter {
         self.pending.extend_from_slice(data);
         let buf = std::mem::take(&mut self.pending);
         let mut pos = 0;
+        // Next start of each record tag at or after `pos`; `None` once a tag
+        // no longer occurs, so each tag's search walks the buffer once.
+        let opens: Vec<String> = self.records.iter().map(|tag| format!("<{tag}>")).collect();
+        let mut next_at: Vec<Option<usize>> = opens.iter().map(|open| find(&buf, open.as_bytes(), 0)).collect();
         loop {
-            // The earliest record start at or after pos.
-            let next = self
-                .records
-                .iter()
-                .filter_map(|tag| {
-                    let open = format!("<{tag}>");
-                    find(&buf, open.as_bytes(), pos).map(|at| (at, *tag))
-                })
-                .min_by_key(|(at, _)| *at);
+            for (slot, open) in next_at.iter_mut().zip(&opens) {
+                if slot.is_some_and(|at| at < pos) {
+                    *slot = find(&buf, open.as_bytes(), pos);
+                }
+            }
+            let next = next_at.iter().zip(self.records.iter()).filter_map(|(at, tag)| at.map(|at| (at, *tag))).min_by_key(|(at, _)| *at);
             let Some((start, tag)) = next else {
                 // No record starts here; keep back a possibly cut tag at the end.
                 let keep_from = if end {
