@@ -1,0 +1,73 @@
+"""A second S3 implementation behind the gateway: moto's server (PyPI). It
+holds keys a file-system backend cannot (`a//b`, `trailing/`) and implements
+ListObjectVersions, so those are checked here."""
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import boto3
+import pytest
+
+from conftest import TEST_KEY_HEX, gw
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def moto_gateway(tmp_path_factory, monkeypatch_module):
+    port = gw.free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    for _ in range(150):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    # The gateway re-signs for moto with these (moto accepts any).
+    monkeypatch_module.setenv("AWS_ACCESS_KEY_ID", "moto")
+    monkeypatch_module.setenv("AWS_SECRET_ACCESS_KEY", "moto")
+    g = gw.Gateway({"keys": [{"id": "default", "key_hex": TEST_KEY_HEX}]}, backend=f"http://127.0.0.1:{port}",
+                   run_dir=tmp_path_factory.mktemp("moto-gw"), listen="127.0.0.1:0", admin="127.0.0.1:0").start()
+    yield g, f"http://127.0.0.1:{port}"
+    g.stop()
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def test_keys_versions_and_multipart_on_moto(moto_gateway, make_s3):
+    g, moto_url = moto_gateway
+    s3 = make_s3(g)
+    direct = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="moto", aws_secret_access_key="moto")
+    s3.create_bucket(Bucket="moto-bucket")
+    s3.put_bucket_versioning(Bucket="moto-bucket", VersioningConfiguration={"Status": "Enabled"})
+    objects = {"a//b": os.urandom(1000), "trailing/": b"", "//lead": os.urandom(70_000), "x/./y": b"dot"}
+    for key, body in objects.items():
+        s3.put_object(Bucket="moto-bucket", Key=key, Body=body)
+    big = os.urandom(9 * MiB)
+    s3.upload_fileobj(io.BytesIO(big), "moto-bucket", "big")  # multipart, 8 MiB parts
+    s3.put_object(Bucket="moto-bucket", Key="a//b", Body=b"second version")
+    objects["a//b"] = b"second version"
+    objects["big"] = big
+    for key, body in objects.items():
+        assert s3.get_object(Bucket="moto-bucket", Key=key)["Body"].read() == body, key
+        assert s3.head_object(Bucket="moto-bucket", Key=key)["ContentLength"] == len(body), key
+        stored = direct.head_object(Bucket="moto-bucket", Key=key)
+        assert "s3crypt" in stored["Metadata"] and stored["ContentLength"] >= len(body)
+    listed = {o["Key"]: o["Size"] for o in s3.list_objects_v2(Bucket="moto-bucket")["Contents"]}
+    assert listed == {k: len(v) for k, v in objects.items()}
+    versions = s3.list_object_versions(Bucket="moto-bucket")["Versions"]
+    sizes = sorted((v["Key"], v["Size"]) for v in versions if v["Key"] == "a//b")
+    assert sizes == sorted([("a//b", 1000), ("a//b", len(b"second version"))])
+    assert s3.get_object(Bucket="moto-bucket", Key="big", Range="bytes=8388600-8388700")["Body"].read() == big[8388600:8388701]
