@@ -284,3 +284,24 @@ def test_tampered_multipart_objects(gateway, make_s3, bucket, data_dir):
     stored = path.read_bytes()
     path.write_bytes(stored[:2 * sealed_part + 10 * SEALED])
     get_fails_without_unauthenticated_plaintext(s3, bucket, "truncated", data, 2 * part + 9 * CHUNK)
+
+
+def test_parts_that_are_not_whole_chunks_are_refused_at_complete(gateway, make_s3, bucket):
+    """Parts of 5,000,000 bytes (not a multiple of 64 KiB) would make an object
+    whose size cannot be read from storage: Complete is refused, clearly, and
+    the upload stays open for the client to redo; whole-chunk parts complete."""
+    s3 = make_s3(gateway)
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="odd-parts")["UploadId"]
+    parts = [os.urandom(5_000_000), os.urandom(5_000_000), os.urandom(123)]
+    etags = [s3.upload_part(Bucket=bucket, Key="odd-parts", UploadId=upload, PartNumber=n, Body=p)["ETag"] for n, p in enumerate(parts, 1)]
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(Bucket=bucket, Key="odd-parts", UploadId=upload, MultipartUpload={
+            "Parts": [{"PartNumber": n, "ETag": t} for n, t in enumerate(etags, 1)]})
+    assert e.value.response["Error"]["Code"] == "InvalidPart"
+    assert "multiple of" in e.value.response["Error"]["Message"]
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="odd-parts")
+    s3.abort_multipart_upload(Bucket=bucket, Key="odd-parts", UploadId=upload)
+    # A short last part is fine.
+    multipart_upload(s3, bucket, "whole-parts", [os.urandom(5 * MiB), os.urandom(4_999_999)])
+    assert s3.head_object(Bucket=bucket, Key="whole-parts")["ContentLength"] == 5 * MiB + 4_999_999

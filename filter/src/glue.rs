@@ -208,6 +208,14 @@ impl RootContext for Root {
     }
 }
 
+struct LayoutCheck {
+    bucket: String,
+    key: String,
+    backend_id: String,
+    chunk_size: u32,
+    layout: multipart::PartLayout,
+}
+
 /// One HTTP request/response through the filter.
 #[derive(Default)]
 struct Exchange {
@@ -230,6 +238,8 @@ struct Exchange {
     pending_copy: Option<copy::PendingCopy>,
     /// CopyObject: the source's HEAD came back (the response body is rewritten).
     copy_checked: bool,
+    /// CompleteMultipartUpload waiting for its part sizes.
+    layout: Option<LayoutCheck>,
     /// A signed hex payload hash to check against a body the filter passes on.
     body_check: Option<crate::digest::PlaintextDigests>,
     /// DeleteObjects: every key needs `delete` (bucket, principal).
@@ -275,11 +285,12 @@ fn request_id() -> String {
 }
 
 impl Context for Exchange {
-    fn on_http_call_response(&mut self, _token_id: u32, _num_headers: usize, _body_size: usize, _num_trailers: usize) {
+    fn on_http_call_response(&mut self, _token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
         if self.finished {
             return;
         }
-        if let Err(e) = self.copy_source_checked() {
+        let result = if self.layout.is_some() { self.layout_page(body_size) } else { self.copy_source_checked() };
+        if let Err(e) = result {
             self.refuse(e);
         }
     }
@@ -495,10 +506,18 @@ impl Exchange {
                     self.request_rewrite = Some(BodyRewrite::complete());
                 }
                 let client_id = crate::s3::query_param(path, "uploadId").unwrap_or_default();
-                self.client_upload = Some(match id {
+                self.client_upload = Some(match &id {
                     Some(id) => (client_id, id.chunk_size),
                     None => (client_id, settings.chunk_size),
                 });
+                // Before completing an upload the gateway started, check its
+                // part sizes (multipart::PartLayout), holding the request.
+                if let (Operation::CompleteMultipartUpload, Some(id), Some(backend)) = (operation, &id, settings.backend.as_ref()) {
+                    let (bucket, key) = auth::bucket_and_key(path);
+                    self.layout = Some(LayoutCheck { bucket, key, backend_id: id.backend_id.clone(), chunk_size: id.chunk_size, layout: multipart::PartLayout::default() });
+                    self.list_parts_page(backend, 0)?;
+                    return Ok(Action::Pause);
+                }
             }
             Operation::ListObjects => {}
             Operation::GetObject | Operation::HeadObject => {
@@ -532,6 +551,30 @@ impl Exchange {
         host::dispatch(&backend.cluster, &head, std::time::Duration::from_secs(15)).map_err(|e| S3Error::new(503, "ServiceUnavailable", format!("cannot reach the backend cluster {:?} (status {})", backend.cluster, e.0)))?;
         self.pending_copy = Some(pending);
         Ok(Action::Pause)
+    }
+
+    fn list_parts_page(&mut self, backend: &copy::Backend, marker: u32) -> Result<(), S3Error> {
+        let check = self.layout.as_ref().ok_or_else(|| S3Error::new(500, "InternalError", "no upload"))?;
+        let headers = multipart::list_parts_request(backend, &check.bucket, &check.key, &check.backend_id, marker);
+        host::dispatch(&backend.cluster, &headers, std::time::Duration::from_secs(15))
+            .map(|_| ())
+            .map_err(|e| S3Error::new(503, "ServiceUnavailable", format!("cannot reach the backend cluster {:?} (status {})", backend.cluster, e.0)))
+    }
+
+    fn layout_page(&mut self, body_size: usize) -> Result<(), S3Error> {
+        let settings = self.settings.clone().ok_or_else(|| S3Error::new(503, "ServiceUnavailable", "not configured"))?;
+        let status = host::get_headers(host::CALL_RESPONSE_HEADERS).ok().and_then(|h| header(&h, ":status").and_then(|s| s.parse().ok())).unwrap_or(0);
+        let body = host::get_buffer(host::CALL_RESPONSE_BODY, 0, body_size).map_err(host_error)?;
+        let check = self.layout.as_mut().ok_or_else(|| S3Error::new(500, "InternalError", "no upload"))?;
+        let next = check.layout.add_page(status, &String::from_utf8_lossy(&body), check.chunk_size)?;
+        match (next, settings.backend.as_ref()) {
+            (Some(marker), Some(backend)) => self.list_parts_page(backend, marker),
+            _ => {
+                let mut check = self.layout.take().ok_or_else(|| S3Error::new(500, "InternalError", "no upload"))?;
+                check.layout.check(check.chunk_size)?;
+                host::resume_request().map_err(host_error)
+            }
+        }
     }
 
     fn copy_source_checked(&mut self) -> Result<(), S3Error> {

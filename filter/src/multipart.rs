@@ -10,6 +10,7 @@ use crate::s3::{query_param, replace_query_param, xml_escape, S3Error};
 use crate::sizes;
 use crate::upload_id::{self, ClientUploadId};
 use crate::xml::{element_text, remove_elements, replace_element_text, unescape, RecordRewriter};
+
 use zeroize::Zeroizing;
 
 /// The data key of an upload being created, kept until the response names
@@ -43,6 +44,73 @@ pub fn part_number(path: &str) -> Result<u32, S3Error> {
     query_param(path, "partNumber")
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| S3Error::new(400, "InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive."))
+}
+
+/// The parts of an upload, read page by page from ListParts before its
+/// CompleteMultipartUpload goes on: every part but the last must be a whole
+/// number of chunks, or the completed object's plaintext size could not be
+/// derived from its stored size (FORMAT.md, "Part sizes and plaintext sizes")
+/// and no GET of it could give a correct Content-Length. Refusing the
+/// Complete keeps the parts, so the client can upload them again with
+/// another part size; completing would make an object nobody can read.
+#[derive(Default)]
+pub struct PartLayout {
+    /// (part number, plaintext size).
+    parts: Vec<(u32, u64)>,
+}
+
+/// ListParts of `backend_id` from part `marker` on, through the backend cluster.
+pub fn list_parts_request(backend: &crate::copy::Backend, bucket: &str, key: &str, backend_id: &str, marker: u32) -> Vec<(String, String)> {
+    let mut headers = crate::copy::head_request(backend, bucket, key, None);
+    for (name, value) in headers.iter_mut() {
+        match name.as_str() {
+            ":method" => "GET".clone_into(value),
+            ":path" => value.push_str(&format!("?uploadId={}&part-number-marker={marker}", crate::s3::uri_encode(backend_id))),
+            _ => {}
+        }
+    }
+    headers
+}
+
+impl PartLayout {
+    /// Reads one ListParts page; `Ok(Some(marker))` if another page follows.
+    pub fn add_page(&mut self, status: u32, xml: &str, chunk_size: u32) -> Result<Option<u32>, S3Error> {
+        if status != 200 {
+            // The backend will answer the Complete itself (NoSuchUpload...).
+            return Ok(None);
+        }
+        let mut rest = xml;
+        while let Some(start) = rest.find("<Part>") {
+            let Some(end) = rest.get(start..).and_then(|r| r.find("</Part>")).map(|e| e + start) else { break };
+            let record = rest.get(start..end).unwrap_or_default();
+            let number = element_text(record, "PartNumber").and_then(|n| n.trim().parse().ok());
+            let stored = element_text(record, "Size").and_then(|n| n.trim().parse().ok());
+            if let (Some(number), Some(stored)) = (number, stored) {
+                let plain = sizes::plaintext_len(stored, chunk_size)
+                    .ok_or_else(|| S3Error::new(400, "InvalidPart", format!("Part {number} was not uploaded through the encryption gateway.")))?;
+                self.parts.push((number, plain));
+            }
+            rest = rest.get(end..).unwrap_or_default();
+        }
+        let truncated = element_text(xml, "IsTruncated").is_some_and(|t| t.trim() == "true");
+        Ok(if truncated { element_text(xml, "NextPartNumberMarker").and_then(|m| m.trim().parse().ok()) } else { None })
+    }
+
+    /// Whether every part but the highest-numbered is whole chunks.
+    pub fn check(&mut self, chunk_size: u32) -> Result<(), S3Error> {
+        self.parts.sort_unstable();
+        let last = self.parts.len().saturating_sub(1);
+        for (number, plain) in self.parts.iter().take(last) {
+            if plain % u64::from(chunk_size) != 0 {
+                return Err(S3Error::new(
+                    400,
+                    "InvalidPart",
+                    format!("Part {number} holds {plain} bytes, not a multiple of the gateway's chunk size ({chunk_size}): the object's size could not be read from storage. Upload the parts again with a part size that is a multiple of {chunk_size} bytes (any multiple of 1 MiB is)."),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A part's ETag as the client sees it: the backend's (the MD5 of the
@@ -249,6 +317,25 @@ mod tests {
         let out = run(BodyRewrite::complete(), body, &ring);
         assert_eq!(out.len(), body.len());
         assert!(!out.contains("Checksum") && out.contains("<PartNumber>1</PartNumber></Part>"));
+    }
+
+    #[test]
+    fn part_layouts() {
+        let page = |parts: &[(u32, u64)], truncated: bool| {
+            let mut xml = String::from("<ListPartsResult>");
+            for (n, size) in parts {
+                xml.push_str(&format!("<Part><PartNumber>{n}</PartNumber><Size>{}</Size></Part>", sizes::ciphertext_len(*size, 65_536).unwrap()));
+            }
+            xml.push_str(&format!("<IsTruncated>{truncated}</IsTruncated><NextPartNumberMarker>{}</NextPartNumberMarker></ListPartsResult>", parts.last().map_or(0, |p| p.0)));
+            xml
+        };
+        let mut ok = PartLayout::default();
+        assert_eq!(ok.add_page(200, &page(&[(1, 5 << 20), (2, 5 << 20)], true), 65_536).unwrap(), Some(2));
+        assert_eq!(ok.add_page(200, &page(&[(3, 17)], false), 65_536).unwrap(), None);
+        assert!(ok.check(65_536).is_ok());
+        let mut odd = PartLayout::default();
+        odd.add_page(200, &page(&[(2, 5_000_000), (1, 5_000_000), (3, 10)], false), 65_536).unwrap();
+        assert_eq!(odd.check(65_536).unwrap_err().code, "InvalidPart");
     }
 
     #[test]
