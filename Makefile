@@ -12,6 +12,7 @@
 #                byte checked, Envoy RSS must stay flat; own gateway + s3s-fs on tmpfs. Not part
 #                of make test (integration/test_soak.py runs 60 s of it).
 #                Extra options: make soak ARGS="--clients 32 --out .run/soak.json"
+#   make fuzz    every fuzz target for 60 s (FUZZ_SECONDS=...), see FUZZING.md. Not part of make test.
 #   make clean   remove build output and generated files; keeps .run/master.key (the
 #                default key) and .run/data (the local backend's objects)
 
@@ -25,7 +26,7 @@ WASM := target/wasm32-wasip1/release/s3crypt_filter.wasm
 # cargo may only be on PATH through rustup's env file (fresh CI shells).
 CARGO_ENV := if ! command -v cargo >/dev/null && [ -f "$$HOME/.cargo/env" ]; then . "$$HOME/.cargo/env"; fi
 
-.PHONY: bootstrap build build-fault run test cargo-test integration-test check clean soak
+.PHONY: bootstrap build build-fault run test cargo-test integration-test check clean soak fuzz
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -51,6 +52,9 @@ build-fault: bootstrap
 integration-test: build build-fault
 	@bash scripts/install_clients.sh
 	$(PYTHON) -m pytest -ra integration $(PYTEST_ARGS)
+
+fuzz:
+	bash scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)
 
 soak: build
 	$(PYTHON) integration/soak.py --seconds 600 $(ARGS)
