@@ -8,6 +8,8 @@
 #                Extra pytest options: make test PYTEST_ARGS="-k passthrough -x"
 #   make check   render .run/envoy.yaml and validate it with Envoy (make check ARGS=--no-filter
 #                before the filter is built)
+#   make bench   benchmarks (~20 min; BENCH_QUICK=1 for ~3), results in bench/RESULTS.md:
+#                see bench/README.md. Not part of make test.
 #   make soak    10-minute soak (~11 min): 64 concurrent boto3 clients, mixed workload, every
 #                byte checked, Envoy RSS must stay flat; own gateway + s3s-fs on tmpfs. Not part
 #                of make test (integration/test_soak.py runs 60 s of it).
@@ -26,7 +28,7 @@ WASM := target/wasm32-wasip1/release/s3crypt_filter.wasm
 # cargo may only be on PATH through rustup's env file (fresh CI shells).
 CARGO_ENV := if ! command -v cargo >/dev/null && [ -f "$$HOME/.cargo/env" ]; then . "$$HOME/.cargo/env"; fi
 
-.PHONY: bootstrap build build-fault run test cargo-test integration-test check clean soak fuzz
+.PHONY: bootstrap build build-fault run test cargo-test integration-test check clean bench soak fuzz
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -52,6 +54,9 @@ build-fault: bootstrap
 integration-test: build build-fault
 	@bash scripts/install_clients.sh
 	$(PYTHON) -m pytest -ra integration $(PYTEST_ARGS)
+
+bench: build
+	@$(CARGO_ENV); $(PYTHON) bench/run.py
 
 fuzz:
 	bash scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)
