@@ -344,13 +344,6 @@ fn sealed(data: &[u8]) -> Result<()> {
     // Decode is the identity, at any split.
     let mut opener = ChunkOpener::new(Zeroizing::new(DEK), suite, c, ReadWindow::whole(stored.len() as u64));
     let (out, result) = drive(&mut opener, &pieces(&stored, open_seed), &|out| plaintext.starts_with(out));
-    // Open finding (FUZZING.md, finding 5): since 6f99c07 a multipart object
-    // whose first part number is not 1 is refused from its first chunk.
-    // Skipped unless S3CRYPT_FUZZ_STRICT is set, so the run goes on.
-    let first_part = parts.iter().find(|(_, _, p)| !p.is_empty()).map(|(n, _, _)| *n);
-    if result == Err(StreamError::ChunkOutOfOrder) && multipart && first_part != Some(1) && std::env::var_os("S3CRYPT_FUZZ_STRICT").is_none() {
-        return Ok(());
-    }
     assert_eq!(result, Ok(()), "a valid object was refused");
     assert!(out == plaintext, "a valid object decoded to other bytes");
 
@@ -545,9 +538,10 @@ fn range_read(data: &[u8]) -> Result<()> {
     // A multipart envelope has no `n`: a backend lying about the stored
     // length is caught only chunk by chunk, so the plaintext offsets it makes
     // the reader announce are checked for single-part objects (bound by `n`)
-    // and honest backends; with S3CRYPT_FUZZ_STRICT set, also for multipart
-    // objects when the length shown is the real one (FUZZING.md, finding 2:
-    // a chunk of another part is accepted in a range read).
+    // and honest backends. With S3CRYPT_FUZZ_STRICT set, also for multipart
+    // objects when the length shown is the real one: that fails today, as
+    // FORMAT.md ("Reading rules") says, for a chunk of a part after the first
+    // served at another position (part sizes cannot be inferred).
     let strict = std::env::var_os("S3CRYPT_FUZZ_STRICT").is_some();
     let knows_length = honest || !multipart;
     let shown_len: u64 = header_value(&plan.edits.set, "content-length").and_then(|v| v.parse().ok()).expect("a decrypted answer sets Content-Length");
