@@ -8,7 +8,7 @@
 #                Extra pytest options: make test PYTEST_ARGS="-k passthrough -x"
 #   make check   render .run/envoy.yaml and validate it with Envoy (make check ARGS=--no-filter
 #                before the filter is built)
-#   make bench   benchmarks (~20 min; BENCH_QUICK=1 for ~3), results in bench/RESULTS.md:
+#   make bench   benchmarks (~15 min; BENCH_QUICK=1 for ~3), results in bench/RESULTS.md:
 #                see bench/README.md. Not part of make test.
 #   make soak    10-minute soak (~11 min): 64 concurrent boto3 clients, mixed workload, every
 #                byte checked, Envoy RSS must stay flat; own gateway + s3s-fs on tmpfs. Not part

@@ -90,7 +90,8 @@ def render(raw: dict, previous: str = "", append_history: bool = True) -> str:
     rows = [
         ("date", info.get("date")),
         ("command", f"`{info.get('command')}`"),
-        ("duration", f"{info.get('duration_s', 0) / 60:.1f} min"),
+        ("duration", f"{info.get('duration_s', 0) / 60:.1f} min" + (
+            f" (after waiting {info['waited_s'] / 60:.1f} min for the load to drop)" if info.get("waited_s", 0) >= 30 else "")),
         ("commit", f"{info.get('git')}" + (f" plus uncommitted changes in {len(dirty.splitlines())} file(s) of "
                                             "filter/, envoy/, scripts/" if dirty else " (clean)")),
         ("filter measured", f"`target/wasm32-wasip1/release/s3crypt_filter.wasm`, {info.get('wasm_size', 0) / 1024:.0f} KiB, "

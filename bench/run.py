@@ -940,15 +940,16 @@ def loadavg() -> str:
     return " ".join(open("/proc/loadavg").read().split()[:3])
 
 
-def wait_for_load() -> str:
+def wait_for_load() -> tuple[str, float]:
+    """(load average at invocation, seconds spent waiting for it to fall)."""
     limit = float(os.environ.get("BENCH_MAX_LOAD") or 0.5 * (os.cpu_count() or 1))
     wait = float(os.environ.get("BENCH_WAIT_LOAD") or 0)
-    deadline = time.monotonic() + wait
+    t0 = time.monotonic()
     first = loadavg()
-    while wait and float(loadavg().split()[0]) > limit and time.monotonic() < deadline:
+    while wait and float(loadavg().split()[0]) > limit and time.monotonic() < t0 + wait:
         log(f"load average {loadavg()} above {limit}: waiting (up to {wait:.0f} s in all)")
         time.sleep(30)
-    return first
+    return first, time.monotonic() - t0
 
 
 # --------------------------------------------------------------------------
@@ -963,11 +964,12 @@ def main() -> int:
     if unknown:
         print(f"BENCH_ONLY: unknown section(s) {unknown}; known: {SECTIONS}", file=sys.stderr)
         return 2
-    load_first = wait_for_load()
+    load_first, waited = wait_for_load()
     started = datetime.datetime.now(datetime.timezone.utc)
     info = machine_info()
     info["load_before"] = loadavg()
     info["load_at_invocation"] = load_first
+    info["waited_s"] = waited
     shm = Path("/dev/shm")
     work = Path(os.environ.get("BENCH_WORK") or (shm / f"s3crypt-bench-{os.getpid()}" if shm.is_dir()
                                                  else REPO / ".run" / "bench" / "work"))
@@ -1004,7 +1006,7 @@ def main() -> int:
         if not os.environ.get("BENCH_WORK"):
             shutil.rmtree(work, ignore_errors=True)
     info["load_after"] = loadavg()
-    info["duration_s"] = time.monotonic() - t_start
+    info["duration_s"] = time.monotonic() - t_start - waited
     info["date"] = started.strftime("%Y-%m-%d %H:%M UTC")
     settings = {"quick": QUICK, "runs": RUNS, "long_s": LONG_S, "object_mib": OBJECT_MIB, "large_mib": LARGE_MIB,
                 "streams": STREAMS, "stream_mib": STREAM_MIB, "small_requests": SMALL_REQUESTS,

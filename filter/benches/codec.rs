@@ -80,7 +80,8 @@ fn codec(c: &mut Criterion) {
             let mut sealed = Vec::with_capacity(OBJECT + OBJECT / chunk * 40 + 40);
             let mut check = Vec::with_capacity(OBJECT);
             let round_trip = seal(suite, chunk, &plain, &mut sealed, true).and_then(|()| {
-                let mut opener = ChunkOpener::new(Zeroizing::new(DEK), suite, chunk as u32, ReadWindow::whole(sealed.len() as u64));
+                let chunk = u32::try_from(chunk).map_err(|e| e.to_string())?;
+                let mut opener = ChunkOpener::new(Zeroizing::new(DEK), suite, chunk, ReadWindow::whole(sealed.len() as u64));
                 opener.push(&sealed, &mut check).and_then(|()| opener.finish()).map_err(|e| e.to_string())
             });
             if round_trip.is_err() || check != plain {
