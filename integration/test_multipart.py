@@ -286,6 +286,40 @@ def test_tampered_multipart_objects(gateway, make_s3, bucket, data_dir):
     get_fails_without_unauthenticated_plaintext(s3, bucket, "truncated", data, 2 * part + 9 * CHUNK)
 
 
+def test_complete_body_arriving_during_the_part_size_check_is_held_and_rewritten(gateway, make_s3, bucket, backend_s3, data_dir):
+    """CompleteMultipartUpload waits for ListParts through the backend. Its
+    body may arrive meanwhile, whole (boto3) or in pieces (a slow client):
+    neither may let the request reach the backend before the check answers,
+    and both pieces must still be rewritten (part ETags unmarked)."""
+    import http.client
+    import time
+    s3 = make_s3(gateway)
+    parts = [os.urandom(5 * MiB), os.urandom(777)]
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="slow-complete")["UploadId"]
+    etags = [s3.upload_part(Bucket=bucket, Key="slow-complete", UploadId=upload, PartNumber=n, Body=p)["ETag"] for n, p in enumerate(parts, 1)]
+    body = ("<CompleteMultipartUpload>" + "".join(
+        f"<Part><PartNumber>{n}</PartNumber><ETag>{t}</ETag></Part>" for n, t in enumerate(etags, 1))
+        + "</CompleteMultipartUpload>").encode()
+    _, port = gateway.endpoint.rsplit(":", 1)
+    conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=30)
+    conn.putrequest("POST", f"/{bucket}/slow-complete?uploadId={upload}", skip_accept_encoding=True)
+    conn.putheader("Content-Length", str(len(body)))
+    conn.putheader("Content-Type", "application/xml")
+    conn.endheaders(body[:40])
+    time.sleep(0.5)
+    conn.send(body[40:-30])
+    time.sleep(0.5)
+    conn.send(body[-30:])
+    resp = conn.getresponse()
+    answer = resp.read()
+    conn.close()
+    assert resp.status == 200, answer
+    assert b"CompleteMultipartUploadResult" in answer
+    got = s3.get_object(Bucket=bucket, Key="slow-complete")["Body"].read()
+    assert got == b"".join(parts)
+    assert decrypt_stored(backend_s3, data_dir, bucket, "slow-complete") == got
+
+
 def test_parts_that_are_not_whole_chunks_are_refused_at_complete(gateway, make_s3, bucket):
     """Parts of 5,000,000 bytes (not a multiple of 64 KiB) would make an object
     whose size cannot be read from storage: Complete is refused, clearly, and

@@ -246,6 +246,9 @@ struct Exchange {
     delete_check: Option<(auth::DeleteKeys, String, Option<String>)>,
     /// The last byte of a passed-on body, until its end is checked.
     withheld: Vec<u8>,
+    /// Body bytes (already transformed) held in Envoy's buffer while the
+    /// request headers wait for a backend call (`awaiting_backend`).
+    held: usize,
     read: Option<ReadRequest>,
     body: Option<BodyPlan>,
     /// Reused output buffer for transformed body pieces.
@@ -572,7 +575,7 @@ impl Exchange {
             _ => {
                 let mut check = self.layout.take().ok_or_else(|| S3Error::new(500, "InternalError", "no upload"))?;
                 check.layout.check(check.chunk_size)?;
-                host::resume_request().map_err(host_error)
+                self.resume_held_request()
             }
         }
     }
@@ -585,7 +588,7 @@ impl Exchange {
         apply(host::REQUEST_HEADERS, &edits)?;
         self.stored = envelope;
         self.copy_checked = true;
-        host::resume_request().map_err(host_error)
+        self.resume_held_request()
     }
 
     fn start_upload(&mut self, upload: Upload, end_of_stream: bool) -> Result<(), S3Error> {
@@ -611,8 +614,13 @@ impl Exchange {
     /// back until the end of the body is seen and checked: end of stream can
     /// come as a separate empty callback, after the rest went upstream, and
     /// the backend must never hold a complete request that the filter refuses.
+    ///
+    /// While `awaiting_backend`, Envoy buffers the pieces (the callback's
+    /// `body_size` is then everything buffered): each new piece is
+    /// transformed in place behind the `held` bytes already done.
     fn passed_body(&mut self, body_size: usize, end_of_stream: bool) -> Result<Action, S3Error> {
-        let data = host::get_buffer(host::REQUEST_BODY, 0, body_size).map_err(host_error)?;
+        let held = self.held.min(body_size);
+        let data = host::get_buffer(host::REQUEST_BODY, held, body_size - held).map_err(host_error)?;
         self.check_passed_body(&data, end_of_stream)?;
         self.out.clear();
         self.out.append(&mut self.withheld);
@@ -625,7 +633,11 @@ impl Exchange {
                 self.withheld.push(last);
             }
         }
-        host::set_buffer(host::REQUEST_BODY, 0, body_size, &self.out).map_err(host_error)?;
+        host::set_buffer(host::REQUEST_BODY, held, body_size - held, &self.out).map_err(host_error)?;
+        if self.awaiting_backend() {
+            self.held = held + self.out.len();
+            return Ok(Action::Pause);
+        }
         Ok(Action::Continue)
     }
 
@@ -667,8 +679,23 @@ impl Exchange {
         Ok(())
     }
 
+    /// The request headers are held for a call to the backend (part sizes
+    /// before CompleteMultipartUpload, the source's HEAD before CopyObject).
+    /// Body pieces arriving meanwhile must be held too: Envoy takes a
+    /// `Continue` from a body callback as leave to send the held headers on.
+    fn awaiting_backend(&self) -> bool {
+        self.layout.is_some() || self.pending_copy.is_some()
+    }
+
+    /// Goes on with a request held by `awaiting_backend`, and the body
+    /// pieces Envoy buffered meanwhile.
+    fn resume_held_request(&mut self) -> Result<(), S3Error> {
+        self.held = 0;
+        host::resume_request().map_err(host_error)
+    }
+
     fn request_body(&mut self, body_size: usize, end_of_stream: bool) -> Result<Action, S3Error> {
-        if self.body_check.is_some() || self.delete_check.is_some() || self.request_rewrite.is_some() {
+        if self.body_check.is_some() || self.delete_check.is_some() || self.request_rewrite.is_some() || self.awaiting_backend() {
             return self.passed_body(body_size, end_of_stream);
         }
         let Some(upload) = self.upload.as_mut() else {
