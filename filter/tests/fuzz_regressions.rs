@@ -242,6 +242,38 @@ fn listing_rewrite_is_linear_in_the_body_piece() {
     assert!(large < small * 20, "50 records: {small:?}, 400 records: {large:?}");
 }
 
+/// What the fix of the test above leaves open, as FORMAT.md ("Reading
+/// rules") states it: past part 1 the first chunk of a range read is only
+/// checked to have index `i <= n`, since part sizes cannot be inferred (S3
+/// lets an upload skip part numbers). A backend answering a range into part
+/// 3 with a chunk of part 2 under the Content-Range asked for is accepted,
+/// and part 2's plaintext is released as part 3's bytes. Pinned here so the
+/// threat model (README "Guarantees", FORMAT.md) keeps saying so; if the
+/// reader learns part sizes (e.g. from CompleteMultipartUpload, which now
+/// checks them) this test should flip to a refusal.
+#[test]
+fn range_read_into_a_later_part_accepts_a_chunk_of_another_later_part() {
+    let settings = settings();
+    let c = C as usize;
+    let parts: Vec<Vec<u8>> = (1..=3u8).map(|p| vec![b'0' + p; 2 * c]).collect();
+    let segments: Vec<Vec<u8>> = parts.iter().enumerate().map(|(i, p)| seal(i as u32 + 1, i as u8 + 1, p)).collect();
+    let stored = segments.concat();
+    let sealed = c + CHUNK_OVERHEAD;
+    let total = stored.len();
+    // Plaintext bytes 4C..4C+4: part 3, chunk 0 (chunk number 4).
+    let (edits, request) = read::plan_request(&headers(&[("range", &format!("bytes={}-{}", 4 * c, 4 * c + 4))]), "/bkt/key", &settings, false);
+    assert_eq!(edits.set, vec![("range".to_string(), format!("bytes={}-{}", 4 * sealed, 5 * sealed - 1))]);
+    let env = envelope(None).encode();
+    let response = headers(&[(":status", "206"), ("content-range", &format!("bytes {}-{}/{total}", 4 * sealed, 5 * sealed - 1)), ("content-length", &sealed.to_string()), ("etag", "\"e\""), (METADATA_HEADER, &env)]);
+    let mut body = read::plan_response(&response, &request, &settings).unwrap().body;
+    let mut out = Vec::new();
+    // Part 2's second chunk (stored chunk 3) where part 3's first should be.
+    let result = body.push(&stored[3 * sealed..4 * sealed], &mut out).and_then(|()| body.finish());
+    assert_eq!(result, Ok(()));
+    assert_eq!(out, b"22222", "part 2's bytes released as part 3's");
+    assert_eq!(&parts[2][..5], b"33333");
+}
+
 /// Sanity for the range tests above: the honest answer decodes.
 #[test]
 fn range_read_of_a_multipart_object_with_the_right_chunk_decodes() {
