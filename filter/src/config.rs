@@ -42,10 +42,36 @@ pub enum UnencryptedObjects {
     Refuse,
 }
 
+/// How new objects are written: under which key and cipher.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteSpec {
+    pub key_id: String,
+    pub suite: Suite,
+    pub chunk_size: u32,
+}
+
+/// What a bucket's rule says about new objects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BucketWrite {
+    Encrypt(WriteSpec),
+    /// A bucket that stays plaintext: writes pass unchanged, listings are
+    /// not resized. Objects in it that carry an envelope still decrypt.
+    Plaintext,
+}
+
+/// `buckets[i]`: the first rule whose glob matches a bucket decides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketRule {
+    pub pattern: String,
+    pub write: BucketWrite,
+}
+
 pub struct Settings {
     pub keyring: Keyring,
     pub suite: Suite,
     pub chunk_size: u32,
+    /// Per-bucket exceptions to the defaults above, first match wins.
+    pub buckets: Vec<BucketRule>,
     pub unencrypted_objects: UnencryptedObjects,
     pub addressing: Addressing,
     /// How the filter reaches the backend itself (CopyObject source lookups).
@@ -65,9 +91,20 @@ struct RawConfig {
     unencrypted_objects: Option<String>,
     virtual_host_suffixes: Option<Vec<String>>,
     backend: Option<RawBackend>,
+    buckets: Option<Vec<RawBucketRule>>,
     /// Parsed by `policy::parse_clients`.
     clients: Option<serde_json::Value>,
     anonymous: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBucketRule {
+    #[serde(rename = "match")]
+    pattern: Option<String>,
+    encrypt: Option<bool>,
+    write_key: Option<String>,
+    cipher: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -170,7 +207,7 @@ pub fn parse_staged(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result
 
     let suite = match raw.cipher.as_deref() {
         None => Suite::ChaCha20Poly1305,
-        Some(name) => Suite::from_name(name).ok_or_else(|| err("cipher", format!("unknown cipher {name:?}; use \"chacha20-poly1305\" or \"aes-256-gcm\"")))?,
+        Some(name) => cipher_named("cipher", name)?,
     };
     let chunk_size = raw.chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE);
     if !valid_chunk_size(chunk_size) {
@@ -248,8 +285,53 @@ pub fn parse_staged(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result
     if !ids.contains(&write_key) {
         return Err(err("write_key", format!("no key with id {write_key:?}")));
     }
-    let settings = Box::new(move |keyring| Settings { keyring, suite, chunk_size, unencrypted_objects, addressing, backend, clients });
+    let buckets = bucket_rules(raw.buckets.as_deref().unwrap_or_default(), &ids, &write_key, suite, chunk_size)?;
+    let settings = Box::new(move |keyring| Settings { keyring, suite, chunk_size, buckets, unencrypted_objects, addressing, backend, clients });
     Ok(Staged { pending, keys, write_key, settings })
+}
+
+fn cipher_named(field: &str, name: &str) -> Result<Suite, ConfigError> {
+    Suite::from_name(name).ok_or_else(|| err(field, format!("unknown cipher {name:?}; use \"chacha20-poly1305\" or \"aes-256-gcm\"")))
+}
+
+fn bucket_rules(raw: &[RawBucketRule], key_ids: &[String], write_key: &str, suite: Suite, chunk_size: u32) -> Result<Vec<BucketRule>, ConfigError> {
+    let mut rules = Vec::with_capacity(raw.len());
+    for (i, rule) in raw.iter().enumerate() {
+        let field = |name: &str| format!("buckets[{i}].{name}");
+        let pattern = rule.pattern.clone().ok_or_else(|| err(field("match"), "required: a bucket name or glob (* and ?), e.g. \"logs-*\""))?;
+        if !crate::policy::valid_bucket_glob(&pattern) {
+            return Err(err(field("match"), "a bucket name or glob of A-Z a-z 0-9 . _ - with * and ?"));
+        }
+        let write = if rule.encrypt.unwrap_or(true) {
+            let key_id = rule.write_key.clone().unwrap_or_else(|| write_key.to_owned());
+            if !key_ids.contains(&key_id) {
+                return Err(err(field("write_key"), format!("no key with id {key_id:?}")));
+            }
+            let suite = match rule.cipher.as_deref() {
+                None => suite,
+                Some(name) => cipher_named(&field("cipher"), name)?,
+            };
+            BucketWrite::Encrypt(WriteSpec { key_id, suite, chunk_size })
+        } else {
+            if rule.write_key.is_some() || rule.cipher.is_some() {
+                return Err(err(field("encrypt"), "a bucket with \"encrypt\": false takes no write_key or cipher"));
+            }
+            BucketWrite::Plaintext
+        };
+        rules.push(BucketRule { pattern, write });
+    }
+    Ok(rules)
+}
+
+impl Settings {
+    /// How new objects in `bucket` are written: its rule, or the defaults.
+    pub fn bucket_write(&self, bucket: &str) -> BucketWrite {
+        self.buckets
+            .iter()
+            .find(|rule| crate::policy::glob_matches(rule.pattern.as_bytes(), bucket.as_bytes()))
+            .map(|rule| rule.write.clone())
+            .unwrap_or_else(|| BucketWrite::Encrypt(WriteSpec { key_id: self.keyring.active_id().to_owned(), suite: self.suite, chunk_size: self.chunk_size }))
+    }
 }
 
 fn kms_source(raw: &RawKms, field: &dyn Fn(&str) -> String) -> Result<KmsSource, ConfigError> {
@@ -335,6 +417,33 @@ mod tests {
         assert_eq!(s.chunk_size, 65_536);
         assert_eq!(s.unencrypted_objects, UnencryptedObjects::Pass);
         assert_eq!(s.keyring.active_id(), "main");
+    }
+
+    #[test]
+    fn bucket_rules_pick_key_and_cipher_first_match_wins() {
+        let json = format!(
+            r#"{{"keys":[{{"id":"main","key_hex":"{HEX}"}},{{"id":"logs","key_hex":"{HEX}"}}],"write_key":"main",
+               "buckets":[{{"match":"public-*","encrypt":false}},{{"match":"logs-?","write_key":"logs","cipher":"aes-256-gcm"}},{{"match":"logs-*","cipher":"aes-256-gcm"}}]}}"#
+        );
+        let s = parse(json.as_bytes(), &no_env).unwrap();
+        let spec = |key: &str, suite| BucketWrite::Encrypt(WriteSpec { key_id: key.into(), suite, chunk_size: 65_536 });
+        assert_eq!(s.bucket_write("public-www"), BucketWrite::Plaintext);
+        assert_eq!(s.bucket_write("logs-1"), spec("logs", Suite::Aes256Gcm));
+        assert_eq!(s.bucket_write("logs-12"), spec("main", Suite::Aes256Gcm));
+        assert_eq!(s.bucket_write("data"), spec("main", Suite::ChaCha20Poly1305));
+        assert_eq!(s.bucket_write("xpublic-www"), spec("main", Suite::ChaCha20Poly1305), "globs match whole names");
+    }
+
+    #[test]
+    fn bucket_rule_errors_name_the_field() {
+        let with = |rules: &str| field_of(&format!(r#"{{"keys":[{{"id":"main","key_hex":"{HEX}"}}],"buckets":{rules}}}"#));
+        assert_eq!(with(r#"[{"encrypt":false}]"#), "buckets[0].match");
+        assert_eq!(with(r#"[{"match":"a/b"}]"#), "buckets[0].match");
+        assert_eq!(with(r#"[{"match":"a"},{"match":"b","write_key":"nope"}]"#), "buckets[1].write_key");
+        assert_eq!(with(r#"[{"match":"a","cipher":"rot13"}]"#), "buckets[0].cipher");
+        assert_eq!(with(r#"[{"match":"a","encrypt":false,"cipher":"aes-256-gcm"}]"#), "buckets[0].encrypt");
+        assert_eq!(with(r#"[{"match":"a","chunk":1}]"#), "configuration");
+        assert_eq!(with(r#"[{"match":"a","encrypt":true}]"#), "ok");
     }
 
     #[test]

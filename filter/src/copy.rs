@@ -78,7 +78,9 @@ pub fn plan_request(headers: &Headers) -> (HeaderEdits, PendingCopy) {
 
 /// With the source's HEAD response: the edits that complete the copy request,
 /// and the source's envelope (for the response ETag).
-pub fn plan_after_head(pending: &PendingCopy, head: &Headers, keyring: &Keyring) -> Result<(HeaderEdits, Option<Envelope>), S3Error> {
+/// With `REPLACE`, the data key is re-wrapped under `write_key` (the
+/// destination bucket's).
+pub fn plan_after_head(pending: &PendingCopy, head: &Headers, keyring: &Keyring, write_key: &str) -> Result<(HeaderEdits, Option<Envelope>), S3Error> {
     let status = header(head, ":status").unwrap_or_default();
     if status != "200" {
         // Let the backend answer the copy itself (NoSuchKey, AccessDenied...).
@@ -99,7 +101,7 @@ pub fn plan_after_head(pending: &PendingCopy, head: &Headers, keyring: &Keyring)
         if header(head, METADATA_HEADER).is_some() {
             // A source the gateway cannot open stays unreadable: refuse rather than copy it blind.
             let source = envelope.as_ref().ok_or_else(|| crate::read::envelope_read_error(crate::envelope::EnvelopeError::Malformed))?;
-            let rewrapped = keyring.rewrap(source).map_err(crate::read::envelope_read_error)?;
+            let rewrapped = keyring.rewrap_under(write_key, source).map_err(crate::read::envelope_read_error)?;
             edits.set.push((METADATA_HEADER.into(), rewrapped.encode()));
             envelope = Some(rewrapped);
         }
@@ -146,17 +148,17 @@ mod tests {
         let ring = Keyring::new(vec![Kek::new("new".into(), Zeroizing::new([2; 32])), Kek::new("old".into(), Zeroizing::new([1; 32]))], "new").unwrap();
         let head = h(&[(":status", "200"), ("etag", "\"abc\""), (METADATA_HEADER, &env.encode())]);
         let (_, pending) = plan_request(&h(&[("x-amz-metadata-directive", "REPLACE"), ("x-amz-copy-source-if-match", "\"nope\"")]));
-        assert_eq!(plan_after_head(&pending, &head, &ring).unwrap_err().status, 412);
+        assert_eq!(plan_after_head(&pending, &head, &ring, ring.active_id()).unwrap_err().status, 412);
         let (_, pending) = plan_request(&h(&[("x-amz-metadata-directive", "REPLACE")]));
-        let (edits, new_env) = plan_after_head(&pending, &head, &ring).unwrap();
+        let (edits, new_env) = plan_after_head(&pending, &head, &ring, ring.active_id()).unwrap();
         let (name, value) = edits.set.first().unwrap();
         assert_eq!(name, METADATA_HEADER);
         assert_eq!(Envelope::parse(value).unwrap().key_id, "new");
         assert_eq!(new_env.unwrap().key_id, "new");
         // A source envelope the gateway cannot open is not copied blind.
         let broken = h(&[(":status", "200"), ("etag", "\"abc\""), (METADATA_HEADER, "v=1;broken")]);
-        assert!(plan_after_head(&pending, &broken, &ring).is_err());
+        assert!(plan_after_head(&pending, &broken, &ring, ring.active_id()).is_err());
         // A missing source: the backend answers the copy.
-        assert_eq!(plan_after_head(&pending, &h(&[(":status", "404")]), &ring).unwrap().0, HeaderEdits::default());
+        assert_eq!(plan_after_head(&pending, &h(&[(":status", "404")]), &ring, ring.active_id()).unwrap().0, HeaderEdits::default());
     }
 }

@@ -243,7 +243,12 @@ impl Keyring {
     /// A fresh random DEK and the envelope that carries it wrapped under the
     /// active KEK.
     pub fn new_object(&self, suite: Suite, chunk_size: u32, plaintext_len: Option<u64>) -> Result<(Envelope, Zeroizing<[u8; KEY_LEN]>), EnvelopeError> {
-        let kek = self.active()?;
+        self.new_object_under(self.active_id(), suite, chunk_size, plaintext_len)
+    }
+
+    /// As `new_object`, under the KEK `key_id` (a bucket's own write key).
+    pub fn new_object_under(&self, key_id: &str, suite: Suite, chunk_size: u32, plaintext_len: Option<u64>) -> Result<(Envelope, Zeroizing<[u8; KEY_LEN]>), EnvelopeError> {
+        let kek = self.key(key_id)?;
         let mut dek = Zeroizing::new([0u8; KEY_LEN]);
         random_bytes(dek.as_mut_slice()).map_err(|_| EnvelopeError::RandomUnavailable)?;
         let mut envelope = Envelope { suite, chunk_size, key_id: kek.id.clone(), plaintext_len, wrapped_dek: [0; WRAPPED_LEN], plaintext_md5: None };
@@ -254,9 +259,14 @@ impl Keyring {
     /// The same envelope with its DEK re-wrapped under the active KEK (key
     /// rotation without touching the object's body).
     pub fn rewrap(&self, envelope: &Envelope) -> Result<Envelope, EnvelopeError> {
+        self.rewrap_under(self.active_id(), envelope)
+    }
+
+    /// As `rewrap`, under the KEK `key_id`.
+    pub fn rewrap_under(&self, key_id: &str, envelope: &Envelope) -> Result<Envelope, EnvelopeError> {
         let dek = self.open(envelope)?;
         let mut rewrapped = envelope.clone();
-        self.active()?.wrap(&dek, &mut rewrapped)?;
+        self.key(key_id)?.wrap(&dek, &mut rewrapped)?;
         Ok(rewrapped)
     }
 

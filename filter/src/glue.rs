@@ -3,7 +3,7 @@
 //! S3 XML reply (before the response started) or a reset (after). Nothing
 //! here may panic: a panic kills the VM.
 
-use crate::config::{self, Settings};
+use crate::config::{self, BucketWrite, Settings};
 use crate::copy;
 use crate::{auth, sigv4};
 use crate::envelope::{Envelope, CHECKSUM_HEADER, METADATA_HEADER};
@@ -108,7 +108,7 @@ impl Root {
     fn ready(&mut self, settings: Settings) {
         host::log(
             host::LOG_INFO,
-            &format!("configured: cipher {}, chunk_size {}, write key id {:?}", settings.suite.name(), settings.chunk_size, settings.keyring.active_id()),
+            &format!("configured: cipher {}, chunk_size {}, write key id {:?}, {} bucket rules", settings.suite.name(), settings.chunk_size, settings.keyring.active_id(), settings.buckets.len()),
         );
         match settings.clients.as_ref() {
             Some(clients) => host::log(host::LOG_INFO, &format!("client authentication on: {} access keys", clients.len())),
@@ -236,6 +236,12 @@ struct Exchange {
     response_rewrite: Option<BodyRewrite>,
     /// CopyObject waiting for the HEAD of its source.
     pending_copy: Option<copy::PendingCopy>,
+    /// The bucket is configured to stay plaintext (`"encrypt": false`).
+    plaintext_bucket: bool,
+    /// An upload into such a bucket, passed on unencrypted.
+    plaintext_write: bool,
+    /// CopyObject with REPLACE: the KEK the data key is re-wrapped under.
+    copy_write_key: String,
     /// CopyObject: the source's HEAD came back (the response body is rewritten).
     copy_checked: bool,
     /// CompleteMultipartUpload waiting for its part sizes.
@@ -456,6 +462,19 @@ impl Exchange {
                 self.delete_check = Some((auth::DeleteKeys::default(), bucket, principal.clone()));
             }
         }
+        // Per-bucket rules: which key and cipher write, or no encryption.
+        let bucket_write = settings.bucket_write(&auth::bucket_and_key(path).0);
+        let operation = match &bucket_write {
+            BucketWrite::Plaintext => operation.in_plaintext_bucket(multipart::backend_path(path).1.is_some()),
+            BucketWrite::Encrypt(_) => operation,
+        };
+        self.operation = Some(operation);
+        self.plaintext_bucket = bucket_write == BucketWrite::Plaintext;
+        let write = match &bucket_write {
+            BucketWrite::Encrypt(spec) => spec.clone(),
+            // Copies keep their envelope, re-wrapped (REPLACE) under the active key.
+            BucketWrite::Plaintext => config::WriteSpec { key_id: settings.keyring.active_id().to_owned(), suite: settings.suite, chunk_size: settings.chunk_size },
+        };
         // A signed payload hash for bodies the filter does not otherwise read.
         if let Some(sigv4::ContentSha256::Sha256(hash)) = verified.as_ref().map(|v| &v.content_sha256) {
             if !matches!(operation, Operation::PutObject | Operation::UploadPart) {
@@ -475,11 +494,27 @@ impl Exchange {
         };
 
         match operation {
+            Operation::PutObject if self.plaintext_bucket => {
+                let (edits, upload) = put::plan_plaintext(&headers, chunk_signatures())?;
+                apply(host::REQUEST_HEADERS, &edits)?;
+                self.plaintext_write = true;
+                self.start_upload(upload, end_of_stream)?;
+            }
             Operation::PutObject => {
-                let (edits, upload, envelope) = put::plan(&headers, &settings, chunk_signatures())?;
+                let (edits, upload, envelope) = put::plan(&headers, &settings, &write, chunk_signatures())?;
                 apply(host::REQUEST_HEADERS, &edits)?;
                 self.stored = Some(envelope);
                 self.start_upload(upload, end_of_stream)?;
+            }
+            Operation::UploadPart if self.plaintext_bucket && multipart::backend_path(path).1.is_none() => {
+                let (edits, upload) = put::plan_plaintext(&headers, chunk_signatures())?;
+                apply(host::REQUEST_HEADERS, &edits)?;
+                self.plaintext_write = true;
+                self.start_upload(upload, end_of_stream)?;
+            }
+            Operation::CreateMultipartUpload if self.plaintext_bucket => {
+                // Checksums are the filter's to check on each part (as for encrypted uploads).
+                apply(host::REQUEST_HEADERS, &HeaderEdits { remove: put::plaintext_integrity_headers(), set: Vec::new() })?;
             }
             Operation::UploadPart => {
                 let (backend_path, id) = multipart::backend_path(path);
@@ -491,7 +526,7 @@ impl Exchange {
                 self.start_upload(upload, end_of_stream)?;
             }
             Operation::CreateMultipartUpload => {
-                let (edits, pending) = multipart::plan_create(&settings)?;
+                let (edits, pending) = multipart::plan_create(&settings, &write)?;
                 apply(host::REQUEST_HEADERS, &edits)?;
                 self.pending_upload = Some(pending);
             }
@@ -509,10 +544,12 @@ impl Exchange {
                     self.request_rewrite = Some(BodyRewrite::complete());
                 }
                 let client_id = crate::s3::query_param(path, "uploadId").unwrap_or_default();
-                self.client_upload = Some(match &id {
-                    Some(id) => (client_id, id.chunk_size),
-                    None => (client_id, settings.chunk_size),
-                });
+                self.client_upload = match &id {
+                    Some(id) => Some((client_id, id.chunk_size)),
+                    // A plaintext upload's parts are listed as stored.
+                    None if self.plaintext_bucket => None,
+                    None => Some((client_id, settings.chunk_size)),
+                };
                 // Before completing an upload the gateway started, check its
                 // part sizes (multipart::PartLayout), holding the request.
                 if let (Operation::CompleteMultipartUpload, Some(id), Some(backend)) = (operation, &id, settings.backend.as_ref()) {
@@ -524,11 +561,15 @@ impl Exchange {
             }
             Operation::ListObjects => {}
             Operation::GetObject | Operation::HeadObject => {
-                let (edits, request) = read::plan_request(&headers, path, &settings, operation == Operation::HeadObject);
+                let (edits, mut request) = read::plan_request(&headers, path, &settings, operation == Operation::HeadObject);
+                request.plaintext_bucket = self.plaintext_bucket;
                 apply(host::REQUEST_HEADERS, &edits)?;
                 self.read = Some(request);
             }
-            Operation::CopyObject => return self.start_copy(&headers, &settings),
+            Operation::CopyObject => {
+                self.copy_write_key = write.key_id;
+                return self.start_copy(&headers, &settings);
+            }
             Operation::PassThrough => {}
             Operation::Unsupported(what) => {
                 return Err(S3Error::new(501, "NotImplemented", format!("{what} is not supported by the encryption gateway yet.")));
@@ -584,7 +625,7 @@ impl Exchange {
         let pending = self.pending_copy.take().ok_or_else(|| S3Error::new(500, "InternalError", "unexpected callout"))?;
         let head = host::get_headers(host::CALL_RESPONSE_HEADERS).map_err(host_error)?;
         let settings = self.settings.clone().ok_or_else(|| S3Error::new(503, "ServiceUnavailable", "not configured"))?;
-        let (edits, envelope) = copy::plan_after_head(&pending, &head, &settings.keyring)?;
+        let (edits, envelope) = copy::plan_after_head(&pending, &head, &settings.keyring, &self.copy_write_key)?;
         apply(host::REQUEST_HEADERS, &edits)?;
         self.stored = envelope;
         self.copy_checked = true;
@@ -602,7 +643,9 @@ impl Exchange {
             if !self.out.is_empty() {
                 return Err(S3Error::new(400, "IncompleteBody", "The request ended before its Content-Length."));
             }
-            Metrics::add(self.metrics.objects_encrypted, 1);
+            if !self.plaintext_write {
+                Metrics::add(self.metrics.objects_encrypted, 1);
+            }
         } else {
             self.upload = Some(upload);
         }
@@ -709,8 +752,10 @@ impl Exchange {
                 let trailers = upload.finish(&mut self.out).map_err(put::upload_error)?;
                 self.echo_checksums.extend(trailers);
             }
-            Metrics::add(self.metrics.objects_encrypted, 1);
-            Metrics::add(self.metrics.bytes_encrypted, self.plaintext_bytes);
+            if !self.plaintext_write {
+                Metrics::add(self.metrics.objects_encrypted, 1);
+                Metrics::add(self.metrics.bytes_encrypted, self.plaintext_bytes);
+            }
         }
         host::set_buffer(host::REQUEST_BODY, 0, body_size, &self.out).map_err(host_error)?;
         Ok(Action::Continue)
@@ -726,7 +771,7 @@ impl Exchange {
                 let mut edits = HeaderEdits { remove: put::plaintext_integrity_headers(), set: std::mem::take(&mut self.echo_checksums) };
                 if let Some(etag) = self.stored.as_ref().and_then(|envelope| read::client_etag(envelope, header(&headers, "etag"))) {
                     edits.set.push(("etag".into(), etag));
-                } else if self.operation == Some(Operation::UploadPart) {
+                } else if self.operation == Some(Operation::UploadPart) && !self.plaintext_write {
                     // The part's ETag is the ciphertext's MD5: marked so that
                     // clients comparing it with their MD5 know it is not one;
                     // CompleteMultipartUpload takes the mark off again.
@@ -785,7 +830,11 @@ impl Exchange {
         if let (Some(rewrite), Some(settings)) = (self.response_rewrite.as_mut(), self.settings.as_ref()) {
             let data = host::get_buffer(host::RESPONSE_BODY, 0, body_size).map_err(|e| format!("host status {}", e.0))?;
             self.out.clear();
-            let kek = settings.keyring.active().map_err(|e| format!("{e:?}"))?;
+            let kek = match rewrite.sealing_key_id() {
+                Some(id) => settings.keyring.key(id),
+                None => settings.keyring.active(),
+            }
+            .map_err(|e| format!("{e:?}"))?;
             rewrite.push(&data, end_of_stream, &mut self.out, kek).map_err(|e| e.message)?;
             host::set_buffer(host::RESPONSE_BODY, 0, body_size, &self.out).map_err(|e| format!("host status {}", e.0))?;
             return Ok(Action::Continue);

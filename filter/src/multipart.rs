@@ -2,7 +2,7 @@
 //! Pure: the glue applies the edits and feeds body pieces.
 
 use crate::cipher::{Suite, KEY_LEN};
-use crate::config::Settings;
+use crate::config::{Settings, WriteSpec};
 use crate::envelope::{Kek, METADATA_HEADER};
 use crate::put::{envelope_error, plaintext_integrity_headers, HeaderEdits};
 use crate::read::opaque_etag;
@@ -19,15 +19,24 @@ pub struct PendingUpload {
     dek: Zeroizing<[u8; KEY_LEN]>,
     suite: Suite,
     chunk_size: u32,
+    /// The KEK that seals the upload id (the envelope's).
+    key_id: String,
+}
+
+impl PendingUpload {
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
 }
 
 /// CreateMultipartUpload: a new data key, its envelope as the object's
 /// metadata (S3 applies it to the completed object).
-pub fn plan_create(settings: &Settings) -> Result<(HeaderEdits, PendingUpload), S3Error> {
-    let (envelope, dek) = settings.keyring.new_object(settings.suite, settings.chunk_size, None).map_err(envelope_error)?;
+/// `write`: the bucket's key and cipher (`Settings::bucket_write`).
+pub fn plan_create(settings: &Settings, write: &WriteSpec) -> Result<(HeaderEdits, PendingUpload), S3Error> {
+    let (envelope, dek) = settings.keyring.new_object_under(&write.key_id, write.suite, write.chunk_size, None).map_err(envelope_error)?;
     let mut edits = HeaderEdits { remove: plaintext_integrity_headers(), set: Vec::new() };
     edits.set.push((METADATA_HEADER.into(), envelope.encode()));
-    Ok((edits, PendingUpload { dek, suite: settings.suite, chunk_size: settings.chunk_size }))
+    Ok((edits, PendingUpload { dek, suite: write.suite, chunk_size: write.chunk_size, key_id: write.key_id.clone() }))
 }
 
 /// Requests naming an upload: the client's id becomes the backend's in the
@@ -182,6 +191,15 @@ impl BodyRewrite {
         BodyRewrite { rewriter: RecordRewriter::new(&["Part"]), kind: Kind::Complete }
     }
 
+    /// The KEK `push` must be given: a created upload's id is sealed under
+    /// its envelope's key; `None`: any (the active one).
+    pub fn sealing_key_id(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Created(pending) => Some(pending.key_id()),
+            _ => None,
+        }
+    }
+
     /// Rewrites one body piece into `out`.
     pub fn push(&mut self, data: &[u8], end: bool, out: &mut Vec<u8>, kek: &Kek) -> Result<(), S3Error> {
         let mut failure = None;
@@ -281,7 +299,7 @@ mod tests {
     #[test]
     fn created_upload_id_carries_the_data_key() {
         let ring = ring();
-        let pending = PendingUpload { dek: Zeroizing::new([7; 32]), suite: Suite::ChaCha20Poly1305, chunk_size: 65_536 };
+        let pending = PendingUpload { dek: Zeroizing::new([7; 32]), suite: Suite::ChaCha20Poly1305, chunk_size: 65_536, key_id: "main".into() };
         let body = "<InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key><UploadId>backend-1</UploadId></InitiateMultipartUploadResult>";
         let out = run(BodyRewrite::created(pending), body, &ring);
         let client_id = element_text(&out, "UploadId").unwrap();

@@ -281,13 +281,13 @@ fn parse_grant(value: &Value, field: &str) -> Result<Grant, ClientsConfigError> 
 /// Bucket names are `[a-z0-9.-]` (legacy ones also upper case and `_`);
 /// other glob syntax (`[...]`, `{...}`, escapes) is refused rather than
 /// taken literally.
-fn valid_bucket_glob(glob: &str) -> bool {
+pub(crate) fn valid_bucket_glob(glob: &str) -> bool {
     !glob.is_empty() && glob.len() <= 255 && glob.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'*' | b'?'))
 }
 
 /// Whether `text` matches `pattern` (`*`: any run of bytes, `?`: one byte).
 /// Iterative, with one backtrack point: linear in practice, never exponential.
-fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
+pub(crate) fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0usize, 0usize);
     // After the last '*': where the pattern resumes and the text it has eaten up to.
     let mut star: Option<(usize, usize)> = None;

@@ -2,7 +2,7 @@
 //! Pure: the glue reads headers, applies the plan and feeds body pieces.
 
 use crate::cipher::{Suite, KEY_LEN};
-use crate::config::Settings;
+use crate::config::{Settings, WriteSpec};
 use crate::aws_chunked::{trailer_names, ChunkSignatures, ChunkedError, Decoder, Variant};
 use crate::upload_id::ClientUploadId;
 use crate::digest::{ChecksumAlgorithm, DigestClaim, DigestError, PlaintextDigests};
@@ -39,9 +39,18 @@ pub fn plaintext_integrity_headers() -> Vec<String> {
     names
 }
 
+/// Where an upload's plaintext goes.
+enum Output {
+    Sealed(SegmentSealer),
+    /// A bucket that stays plaintext: passed on, counted against its length,
+    /// but for the last byte seen, held until the digests are checked (then
+    /// a refused upload never reaches the backend whole).
+    Plain { remaining: u64, held: Option<u8> },
+}
+
 /// One PutObject in progress.
 pub struct Upload {
-    sealer: SegmentSealer,
+    output: Output,
     digests: PlaintextDigests,
     /// Checksum headers the client sent, echoed on the response as S3 does.
     pub echo_checksums: Vec<(String, String)>,
@@ -72,7 +81,16 @@ impl Upload {
             None => data,
         };
         self.digests.update(plain);
-        self.sealer.push(plain, out).map_err(UploadError::Stream)?;
+        match &mut self.output {
+            Output::Sealed(sealer) => sealer.push(plain, out).map_err(UploadError::Stream)?,
+            Output::Plain { remaining, held } => {
+                *remaining = remaining.checked_sub(plain.len() as u64).ok_or(UploadError::Stream(StreamError::LengthMismatch))?;
+                if let Some((last, rest)) = plain.split_last() {
+                    out.extend(held.replace(*last));
+                    out.extend_from_slice(rest);
+                }
+            }
+        }
         Ok(plain.len() as u64)
     }
 
@@ -91,7 +109,11 @@ impl Upload {
             }
         }
         self.digests.verify().map_err(UploadError::Digest)?;
-        self.sealer.finish(out).map_err(UploadError::Stream)?;
+        match self.output {
+            Output::Sealed(sealer) => sealer.finish(out).map_err(UploadError::Stream)?,
+            Output::Plain { remaining: 0, held } => out.extend(held),
+            Output::Plain { .. } => return Err(UploadError::Stream(StreamError::LengthMismatch)),
+        }
         Ok(trailer_checksums)
     }
 }
@@ -204,21 +226,37 @@ fn segment(claims: BodyClaims, dek: &[u8; KEY_LEN], suite: Suite, chunk_size: u3
     edits.remove.extend(plaintext_integrity_headers());
     edits.remove.push("transfer-encoding".into());
     edits.set.push(("content-length".into(), ciphertext_len.to_string()));
-    Ok((edits, Upload { sealer, digests: claims.digests, echo_checksums: claims.echo_checksums, chunked: claims.chunked, decoded: Vec::new() }))
+    Ok((edits, Upload { output: Output::Sealed(sealer), digests: claims.digests, echo_checksums: claims.echo_checksums, chunked: claims.chunked, decoded: Vec::new() }))
+}
+
+/// Plans a PutObject or UploadPart into a bucket that stays plaintext
+/// (`"encrypt": false`): the body is not encrypted, but its aws-chunked
+/// framing still comes off and the client's digests are still checked here,
+/// as for encrypted uploads, since the backend request is re-signed
+/// without them.
+pub fn plan_plaintext(headers: &Headers, chunk_signatures: Option<Box<dyn ChunkSignatures>>) -> Result<(HeaderEdits, Upload), S3Error> {
+    let claims = body_claims(headers, MAX_PUT_SIZE, chunk_signatures)?;
+    let mut edits = claims.encoding_edits;
+    edits.remove.extend(plaintext_integrity_headers());
+    edits.remove.push("transfer-encoding".into());
+    edits.set.push(("content-length".into(), claims.length.to_string()));
+    let output = Output::Plain { remaining: claims.length, held: None };
+    Ok((edits, Upload { output, digests: claims.digests, echo_checksums: claims.echo_checksums, chunked: claims.chunked, decoded: Vec::new() }))
 }
 
 /// Plans a PutObject from its request headers: a new data key, its envelope,
 /// and the sealing state.
-pub fn plan(headers: &Headers, settings: &Settings, chunk_signatures: Option<Box<dyn ChunkSignatures>>) -> Result<(HeaderEdits, Upload, Envelope), S3Error> {
+/// `write`: the bucket's key and cipher (`Settings::bucket_write`).
+pub fn plan(headers: &Headers, settings: &Settings, write: &WriteSpec, chunk_signatures: Option<Box<dyn ChunkSignatures>>) -> Result<(HeaderEdits, Upload, Envelope), S3Error> {
     let claims = body_claims(headers, MAX_PUT_SIZE, chunk_signatures)?;
-    let (mut envelope, dek) = settings.keyring.new_object(settings.suite, settings.chunk_size, Some(claims.length)).map_err(envelope_error)?;
+    let (mut envelope, dek) = settings.keyring.new_object_under(&write.key_id, write.suite, write.chunk_size, Some(claims.length)).map_err(envelope_error)?;
     envelope.plaintext_md5 = claims.plaintext_md5;
     let checksums: Vec<String> = claims
         .echo_checksums
         .iter()
         .map(|(header, value)| format!("{}={value}", header.trim_start_matches("x-amz-checksum-")))
         .collect();
-    let (mut edits, upload) = segment(claims, &dek, settings.suite, settings.chunk_size, 0)?;
+    let (mut edits, upload) = segment(claims, &dek, write.suite, write.chunk_size, 0)?;
     edits.set.push((METADATA_HEADER.into(), envelope.encode()));
     if checksums.is_empty() {
         edits.remove.push(CHECKSUM_HEADER.into());
@@ -242,3 +280,78 @@ pub fn plan_part(headers: &Headers, settings: &Settings, upload: &ClientUploadId
 }
 
 
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn md5_b64(data: &[u8]) -> String {
+        use md5::Digest;
+        base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(data))
+    }
+
+    /// Feeds `body` in pieces of `piece` bytes; returns what went upstream and the end's result.
+    fn run(mut upload: Upload, body: &[u8], piece: usize) -> (Vec<u8>, Result<Vec<(String, String)>, UploadError>) {
+        let mut out = Vec::new();
+        for chunk in body.chunks(piece) {
+            if let Err(e) = upload.push(chunk, &mut out) {
+                return (out, Err(e));
+            }
+        }
+        let end = upload.finish(&mut out);
+        (out, end)
+    }
+
+    #[test]
+    fn plaintext_uploads_pass_the_body_and_check_its_digest() {
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let md5 = md5_b64(&body);
+        let length = body.len().to_string();
+        let (edits, upload) = plan_plaintext(&headers(&[("content-length", &length), ("content-md5", &md5)]), None).unwrap();
+        assert!(edits.set.contains(&("content-length".into(), length.clone())));
+        assert!(edits.remove.contains(&"content-md5".into()), "checked here, not by the backend");
+        for piece in [1, 7, 65_536, body.len()] {
+            let (_, upload) = plan_plaintext(&headers(&[("content-length", &length), ("content-md5", &md5)]), None).unwrap();
+            let (out, end) = run(upload, &body, piece);
+            assert!(end.is_ok());
+            assert_eq!(out, body, "piece size {piece}");
+        }
+        drop(upload);
+    }
+
+    #[test]
+    fn a_refused_plaintext_upload_never_reaches_the_backend_whole() {
+        let body = vec![7u8; 10_000];
+        let wrong = md5_b64(b"something else");
+        let (_, upload) = plan_plaintext(&headers(&[("content-length", "10000"), ("content-md5", &wrong)]), None).unwrap();
+        let (out, end) = run(upload, &body, 4096);
+        assert!(matches!(end, Err(UploadError::Digest(DigestError::Mismatch(DigestClaim::ContentMd5)))));
+        assert!(out.len() < body.len(), "the last byte is held until the digest is checked");
+        // A body longer than its Content-Length is refused too.
+        let (_, upload) = plan_plaintext(&headers(&[("content-length", "10")]), None).unwrap();
+        assert!(matches!(run(upload, &body, 4096).1, Err(UploadError::Stream(StreamError::LengthMismatch))));
+        let (_, upload) = plan_plaintext(&headers(&[("content-length", "10001")]), None).unwrap();
+        assert!(matches!(run(upload, &body, 4096).1, Err(UploadError::Stream(StreamError::LengthMismatch))));
+    }
+
+    #[test]
+    fn plaintext_uploads_take_the_aws_chunked_framing_off() {
+        let framed = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+        let (edits, upload) = plan_plaintext(
+            &headers(&[("content-encoding", "aws-chunked"), ("x-amz-content-sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"), ("x-amz-decoded-content-length", "11"), ("content-length", &framed.len().to_string())]),
+            None,
+        )
+        .unwrap();
+        assert!(edits.set.contains(&("content-length".into(), "11".into())));
+        assert!(edits.remove.contains(&"content-encoding".into()));
+        let (out, end) = run(upload, framed, 3);
+        assert!(end.is_ok());
+        assert_eq!(out, b"hello world");
+    }
+}

@@ -24,6 +24,9 @@ pub struct ReadRequest {
     pub conditions: Conditions,
     /// `x-amz-checksum-mode: ENABLED`: return the plaintext checksum if known.
     pub checksum_mode: bool,
+    /// Serve objects without an envelope even if `unencrypted_objects` is
+    /// `refuse` (the bucket is configured to stay plaintext).
+    pub plaintext_bucket: bool,
 }
 
 /// Conditional-read headers. The backend only knows the ciphertext's ETag,
@@ -104,7 +107,7 @@ pub fn plan_request(headers: &Headers, path: &str, settings: &Settings, is_head:
     let conditions = Conditions::from_headers(headers);
     edits.remove.extend(CONDITION_HEADERS.iter().map(|h| h.to_string()));
     let checksum_mode = header(headers, "x-amz-checksum-mode").is_some_and(|v| v.trim().eq_ignore_ascii_case("enabled"));
-    (edits, ReadRequest { range, aligned_to: settings.chunk_size, is_head, part_number, conditions, checksum_mode })
+    (edits, ReadRequest { range, aligned_to: settings.chunk_size, is_head, part_number, conditions, checksum_mode, plaintext_bucket: false })
 }
 
 /// The body transform for a response.
@@ -211,7 +214,7 @@ pub fn plan_response(headers: &Headers, request: &ReadRequest, settings: &Settin
     let received_end = if total == 0 { 0 } else { end + 1 };
 
     let Some(envelope_value) = envelope_value else {
-        if settings.unencrypted_objects == UnencryptedObjects::Refuse {
+        if settings.unencrypted_objects == UnencryptedObjects::Refuse && !request.plaintext_bucket {
             return Err(S3Error::new(403, "AccessDenied", "This object was not written through the encryption gateway, and the gateway is configured to refuse unencrypted objects."));
         }
         check_conditions(request, header(headers, "etag").unwrap_or_default(), header(headers, "last-modified"))?;

@@ -22,6 +22,26 @@ pub enum Operation {
     PassThrough,
 }
 
+impl Operation {
+    /// The same request in a bucket configured to stay plaintext
+    /// (`"encrypt": false`). Listings are not resized, and what is refused
+    /// only because it would store plaintext passes. Uploads still go
+    /// through the filter (`put::plan_plaintext`): aws-chunked framing and
+    /// the client's digests are the filter's to take off and check, since
+    /// the backend request is re-signed. Uploads the gateway started there
+    /// (`gateway_upload`: their id is the gateway's token) stay encrypted,
+    /// reads keep decrypting objects that carry an envelope, and what would
+    /// expose an encrypted object's ciphertext stays refused.
+    pub fn in_plaintext_bucket(self, gateway_upload: bool) -> Operation {
+        match self {
+            Operation::ListObjects => Operation::PassThrough,
+            Operation::Unsupported("UploadPartCopy") if !gateway_upload => Operation::PassThrough,
+            Operation::Unsupported("POST object (browser form upload)") => Operation::PassThrough,
+            other => other,
+        }
+    }
+}
+
 /// Where the bucket name sits in the request.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Addressing {
@@ -319,6 +339,22 @@ mod tests {
         for (m, p) in [("PUT", "/b/k?partNumber=1"), ("POST", "/b"), ("POST", "/b/k?select&select-type=2")] {
             assert!(matches!(op(m, p), Operation::Unsupported(_)), "{m} {p}");
         }
+    }
+
+    #[test]
+    fn plaintext_buckets_pass_writes_but_keep_gateway_uploads_and_reads() {
+        assert_eq!(op("GET", "/b?list-type=2").in_plaintext_bucket(false), Operation::PassThrough);
+        assert_eq!(op("POST", "/b").in_plaintext_bucket(false), Operation::PassThrough);
+        let copy = RequestLine { method: "PUT", path: "/b/k?partNumber=1&uploadId=x", host: "", has_copy_source: true, metadata_directive_replace: false };
+        assert_eq!(classify(&copy, &Addressing::default()).in_plaintext_bucket(false), Operation::PassThrough);
+        assert!(matches!(classify(&copy, &Addressing::default()).in_plaintext_bucket(true), Operation::Unsupported(_)));
+        for (m, p) in [("PUT", "/b/k"), ("POST", "/b/k?uploads"), ("PUT", "/b/k?partNumber=1&uploadId=x"), ("POST", "/b/k?uploadId=x"), ("GET", "/b/k?uploadId=x")] {
+            assert_eq!(op(m, p).in_plaintext_bucket(false), op(m, p), "{m} {p}: handled by the filter without encryption");
+        }
+        assert!(matches!(op("PUT", "/b/k?partNumber=1").in_plaintext_bucket(false), Operation::Unsupported(_)));
+        assert_eq!(op("GET", "/b/k").in_plaintext_bucket(false), Operation::GetObject);
+        assert_eq!(op("HEAD", "/b/k").in_plaintext_bucket(false), Operation::HeadObject);
+        assert!(matches!(op("POST", "/b/k?select&select-type=2").in_plaintext_bucket(false), Operation::Unsupported(_)));
     }
 
     #[test]

@@ -152,7 +152,8 @@ fn range_read_of_a_multipart_object_refuses_a_chunk_from_another_part() {
 #[test]
 fn created_upload_with_an_empty_backend_id_is_not_given_an_unusable_id() {
     let settings = settings();
-    let (_, pending) = multipart::plan_create(&settings).unwrap();
+    let s3crypt_filter::config::BucketWrite::Encrypt(write) = settings.bucket_write("bkt") else { panic!("no bucket rules") };
+    let (_, pending) = multipart::plan_create(&settings, &write).unwrap();
     let mut rewrite = BodyRewrite::created(pending);
     let body = b"<InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key><UploadId></UploadId></InitiateMultipartUploadResult>";
     let mut out = Vec::new();

@@ -115,7 +115,11 @@ fn compare(make: &dyn Fn() -> BodyRewrite, body: &[u8], split: &[&[u8]]) -> Outc
 fn created(body: &[u8], split: &[&[u8]]) {
     let settings = settings();
     let run = |pieces: &[&[u8]]| {
-        let (edits, pending) = multipart::plan_create(settings).expect("plan_create");
+        let write = match settings.bucket_write("bucket") {
+            s3crypt_filter::config::BucketWrite::Encrypt(spec) => spec,
+            s3crypt_filter::config::BucketWrite::Plaintext => unreachable!("no bucket rules"),
+        };
+        let (edits, pending) = multipart::plan_create(settings, &write).expect("plan_create");
         let envelope = edits.set.iter().find(|(k, _)| k == METADATA_HEADER).map(|(_, v)| Envelope::parse(v).expect("the envelope parses")).expect("an envelope header");
         let dek = settings.keyring.open(&envelope).expect("the envelope opens");
         let (out, result) = run_body(BodyRewrite::created(pending), pieces);
