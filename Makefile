@@ -4,7 +4,8 @@
 #   make run     build, then start Envoy + filter (+ local s3s-fs backend unless
 #                S3CRYPT_UPSTREAM is set); settings: see scripts/gateway.py.
 #                Extra launcher options: make run ARGS=--no-filter
-#   make test    build, cargo test (native), integration tests (pytest, real Envoy)
+#   make test    build, cargo test (native), a short fuzz run (every target from its seeds,
+#                fixed seed: scripts/fuzz.sh --smoke), integration tests (pytest, real Envoy)
 #                Extra pytest options: make test PYTEST_ARGS="-k passthrough -x"
 #   make check   render .run/envoy.yaml and validate it with Envoy (make check ARGS=--no-filter
 #                before the filter is built)
@@ -14,7 +15,8 @@
 #                byte checked, Envoy RSS must stay flat; own gateway + s3s-fs on tmpfs. Not part
 #                of make test (integration/test_soak.py runs 60 s of it).
 #                Extra options: make soak ARGS="--clients 32 --out .run/soak.json"
-#   make fuzz    every fuzz target for 60 s (FUZZ_SECONDS=...), see FUZZING.md. Not part of make test.
+#   make fuzz    every fuzz target for 60 s (FUZZ_SECONDS=...), see FUZZING.md. make test runs
+#                the short, repeatable version (make fuzz-smoke).
 #   make clean   remove build output and generated files; keeps .run/master.key (the
 #                default key) and .run/data (the local backend's objects)
 
@@ -28,7 +30,7 @@ WASM := target/wasm32-wasip1/release/s3crypt_filter.wasm
 # cargo may only be on PATH through rustup's env file (fresh CI shells).
 CARGO_ENV := if ! command -v cargo >/dev/null && [ -f "$$HOME/.cargo/env" ]; then . "$$HOME/.cargo/env"; fi
 
-.PHONY: bootstrap build build-fault run test cargo-test integration-test check clean bench soak fuzz
+.PHONY: bootstrap build build-fault run test cargo-test fuzz-smoke integration-test check clean bench soak fuzz
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -40,7 +42,7 @@ build: bootstrap
 run: build
 	$(PYTHON) scripts/gateway.py $(ARGS)
 
-test: build cargo-test integration-test
+test: build cargo-test fuzz-smoke integration-test
 
 cargo-test: bootstrap
 	@$(CARGO_ENV); cargo test --workspace
@@ -60,6 +62,9 @@ bench: build
 
 fuzz:
 	bash scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)
+
+fuzz-smoke: bootstrap
+	bash scripts/fuzz.sh --smoke
 
 soak: build
 	$(PYTHON) integration/soak.py --seconds 600 $(ARGS)

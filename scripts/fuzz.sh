@@ -3,7 +3,9 @@
 # for a set time. See FUZZING.md.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]   every (or the named) target, SECONDS each (default 60)
-#   scripts/fuzz.sh --smoke [TARGET...]     about 10 s each: the short run of `make test`
+#   scripts/fuzz.sh --smoke [TARGET...]     the short run of `make test`: each target from its
+#                                           checked-in seeds only, fixed seed, at most
+#                                           SMOKE_RUNS inputs or 15 s, so a CI run is repeatable
 #   scripts/fuzz.sh --build                 build only
 #
 # cargo-fuzz passes rustc flags that only nightly accepts (-Zsanitizer, the
@@ -35,8 +37,10 @@ CARGO_FUZZ_VERSION=0.13.2
 
 seconds=60
 build_only=0
+smoke=0
+SMOKE_RUNS=${S3CRYPT_FUZZ_SMOKE_RUNS:-20000}
 case "${1:-}" in
-    --smoke) seconds=10; shift ;;
+    --smoke) seconds=15; smoke=1; shift ;;
     --build) build_only=1; shift ;;
     ''|-*) ;;
     *[!0-9]*) ;;
@@ -62,6 +66,12 @@ echo "fuzz.sh: built ${#TARGETS[@]} targets in $(( $(date +%s) - start )) s"
 [ "$build_only" = 1 ] && exit 0
 
 BIN=$FUZZ_DIR/target/x86_64-unknown-linux-gnu/release
+limits=()
+if [ "$smoke" = 1 ]; then
+    # A fresh corpus and a fixed seed: the same inputs on every CI run.
+    WORK=$(mktemp -d "${TMPDIR:-/tmp}/s3crypt-fuzz-smoke.XXXXXX")
+    limits=(-seed=1 -runs="$SMOKE_RUNS")
+fi
 mkdir -p "$WORK"
 summary=$WORK/summary.txt
 printf '%-16s %8s %12s %10s %8s %8s  %s\n' target seconds executions exec/s cov ft result > "$summary"
@@ -73,7 +83,7 @@ for t in "${TARGETS[@]}"; do
     # -timeout: one input taking 10 s is a finding (a quadratic path, a hang).
     # shellcheck disable=SC2086
     if nice -n "$NICE" "$BIN/$t" "$WORK/corpus/$t" "$FUZZ_DIR/corpus/$t" \
-        -max_total_time="$seconds" -timeout=10 -print_final_stats=1 \
+        -max_total_time="$seconds" "${limits[@]}" -timeout=10 -print_final_stats=1 \
         -artifact_prefix="$WORK/artifacts/$t/" ${S3CRYPT_FUZZ_ARGS:-} > "$log" 2>&1; then
         result=ok
     else
