@@ -140,8 +140,9 @@ impl Client {
             request = request.header(name.as_str(), value.as_str());
         }
         request = request.header("authorization", authorization);
-        // An empty body is sent as none: HEAD and GET must not carry one.
-        let response = if body.is_empty() {
+        // GET and HEAD carry no body at all; a PUT (CopyObject) carries an
+        // empty one, with the Content-Length S3 requires.
+        let response = if body.is_empty() && (method == "GET" || method == "HEAD") {
             self.agent.run(request.body(()).with_context(|| format!("building the request for {url}"))?)
         } else {
             self.agent.run(request.body(body.to_vec()).with_context(|| format!("building the request for {url}"))?)
