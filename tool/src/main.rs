@@ -353,10 +353,9 @@ fn inspect(g: &Global, input: &str, source: &EnvelopeSource, json: bool) -> Resu
     let is_s3 = s3::parse_s3_url(input).is_some();
     let mut stored = open_input(g, input, true)?;
     let envelope = envelope_of(&stored, source)?;
-    let mut report = serde_json::Map::new();
-    let mut put = |name: &str, value: serde_json::Value| {
-        report.insert(name.into(), value);
-    };
+    // In the order a person reads it; JSON output is keyed anyway.
+    let mut report: Vec<(String, serde_json::Value)> = Vec::new();
+    let mut put = |name: &str, value: serde_json::Value| report.push((name.into(), value));
     put("object", stored.name.clone().into());
     if is_s3 {
         for name in ["content-type", "etag", "last-modified"] {
@@ -446,19 +445,31 @@ fn inspect(g: &Global, input: &str, source: &EnvelopeSource, json: bool) -> Resu
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_report(report: &serde_json::Map<String, serde_json::Value>, json: bool) {
+fn print_report(report: &[(String, serde_json::Value)], json: bool) {
     if json {
-        println!("{}", serde_json::Value::Object(report.clone()));
+        let map: serde_json::Map<String, serde_json::Value> = report.iter().cloned().collect();
+        println!("{}", serde_json::Value::Object(map));
         return;
     }
     for (name, value) in report {
         let text = match value {
             serde_json::Value::String(s) => s.clone(),
             serde_json::Value::Null => "-".into(),
-            serde_json::Value::Array(items) => items.iter().map(|i| if let serde_json::Value::String(s) = i { s.clone() } else { i.to_string() }).collect::<Vec<_>>().join(", "),
+            serde_json::Value::Array(items) => items
+                .iter()
+                .map(|item| match item {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Object(o) => match (o.get("part"), o.get("chunks"), o.get("plaintext_bytes")) {
+                        (Some(part), Some(chunks), Some(bytes)) => format!("part {part}: {chunks} chunks, {bytes} bytes"),
+                        _ => item.to_string(),
+                    },
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
             other => other.to_string(),
         };
-        println!("{:<38} {text}", format!("{}:", name.replace('_', " ")));
+        println!("{:<36} {text}", format!("{}:", name.replace('_', " ")));
     }
 }
 

@@ -92,9 +92,10 @@ impl ObjectDecryptor {
     /// Authenticates `data` and appends the plaintext of every chunk it completes.
     pub fn push(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
         let before = out.len();
-        self.opener.push(data, out)?;
+        // Chunks before a failing one in the same piece did authenticate.
+        let result = self.opener.push(data, out);
         self.produced += (out.len() - before) as u64;
-        Ok(())
+        result
     }
 
     /// The object ended: everything announced arrived and the last chunk was final.
@@ -115,7 +116,6 @@ pub fn decrypt_stream(keyring: &Keyring, envelope: &Envelope, stored_len: u64, i
     let mut decryptor = ObjectDecryptor::new(keyring, envelope, stored_len)?;
     let mut buf = vec![0u8; IO_BUF];
     let mut plain = Vec::with_capacity(IO_BUF + envelope.chunk_size as usize);
-    let mut offset: u64 = 0;
     loop {
         let n = match input.read(&mut buf) {
             Ok(0) => break,
@@ -124,21 +124,21 @@ pub fn decrypt_stream(keyring: &Keyring, envelope: &Envelope, stored_len: u64, i
             Err(e) => return Err(e).context("reading the stored object"),
         };
         let piece = buf.get(..n).unwrap_or_default();
-        decryptor.push(piece, &mut plain).map_err(|e| stream_failure(e, offset))?;
-        offset += n as u64;
+        decryptor.push(piece, &mut plain).map_err(|e| stream_failure(e, decryptor.produced))?;
         if let Some(out) = output.as_mut() {
             out.write_all(&plain).context("writing the plaintext")?;
         }
         plain.clear();
     }
-    let total = decryptor.finish().map_err(|e| stream_failure(e, offset))?;
+    let authenticated = decryptor.produced;
+    let total = decryptor.finish().map_err(|e| stream_failure(e, authenticated))?;
     if let Some(out) = output.as_mut() {
         out.flush().context("writing the plaintext")?;
     }
     Ok(total)
 }
 
-fn stream_failure(e: StreamError, offset: u64) -> anyhow::Error {
+fn stream_failure(e: StreamError, authenticated: u64) -> anyhow::Error {
     let why = match e {
         StreamError::ChunkAuthFailed => "a chunk failed authentication (modified bytes, another object's chunk, or the wrong key)",
         StreamError::BadChunkHeader => "a chunk header is invalid",
@@ -148,7 +148,7 @@ fn stream_failure(e: StreamError, offset: u64) -> anyhow::Error {
         StreamError::LengthMismatch => "the plaintext length differs from the one recorded in the envelope",
         _ => "the object cannot be decrypted",
     };
-    anyhow::anyhow!("{e}: {why} (near stored byte {offset})")
+    anyhow::anyhow!("{e}: {why}, after {authenticated} plaintext bytes that authenticated")
 }
 
 /// What encrypting produced: the envelope value to store as `x-amz-meta-s3crypt`.
