@@ -194,7 +194,8 @@ def test_encrypted_by_the_tool_reads_through_the_gateway(run, start_gateway, mak
 def test_rewrap_moves_objects_to_the_new_key_without_touching_bodies(run, start_gateway, make_s3, new_bucket, backend_s3,
                                                                    data_dir, tmp_path):
     bucket = new_bucket("tool-rewrap")
-    s3_old = make_s3(start_gateway(old_config("aes-256-gcm")))
+    old_gateway = start_gateway(old_config("aes-256-gcm"))
+    s3_old = make_s3(old_gateway)
     objects = {"a": os.urandom(10), "dir/b": os.urandom(300_000), "dir/c d+e": os.urandom(70_000), "empty": b"",
                "mp": os.urandom(10 * MiB + 3)}
     small_parts = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
@@ -206,6 +207,9 @@ def test_rewrap_moves_objects_to_the_new_key_without_touching_bodies(run, start_
 
     both = write_config(tmp_path / "both.json", {"keys": [{"id": "k2026", "key_hex": NEW}, {"id": "k2025", "key_hex": OLD}],
                                                   "write_key": "k2026"})
+    # Pointed at the gateway by mistake, it sees no envelope and says so.
+    r = run("rewrap", f"s3://{bucket}", "--config", both, "--endpoint", old_gateway.endpoint)
+    assert "is --endpoint the backend?" in r.stderr.decode() and "0 rewrapped" in r.stdout.decode()
     # A dry run changes nothing.
     r = run("rewrap", f"s3://{bucket}", "--config", both, "--dry-run")
     assert r.stdout.decode().count("would rewrap") == len(objects)

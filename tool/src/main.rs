@@ -509,8 +509,12 @@ fn get(g: &Global, location: &str, dir: &Path, start_after: Option<&str>) -> Res
                 last = Some(key);
                 continue;
             }
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            if let Some(Err(e)) = target.parent().map(std::fs::create_dir_all) {
+                // E.g. a key "a" and a key "a/b": both cannot be files.
+                eprintln!("FAILED {key}: creating its directory: {e}");
+                failed += 1;
+                last = Some(key);
+                continue;
             }
             let len = response.header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
             let envelope = response.header(METADATA_HEADER).map(str::to_owned);

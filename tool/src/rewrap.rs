@@ -133,6 +133,9 @@ pub fn rewrap(client: &Client, keyring: &Keyring, bucket: &str, prefix: &str, st
             None => break,
         }
     }
+    if plain > 0 && rewrapped + already + failed == 0 {
+        eprintln!("note: no object under s3://{bucket}/{prefix} has an envelope: is --endpoint the backend? (the gateway hides {METADATA_HEADER})");
+    }
     let verb = if dry_run { "to rewrap" } else { "rewrapped" };
     println!("rewrap: {rewrapped} {verb}, {already} already under {active}, {plain} not encrypted, {failed} failed; last key: {}", last.as_deref().unwrap_or("-"));
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
