@@ -324,6 +324,18 @@ mod tests {
     }
 
     #[test]
+    fn multipart_objects_with_odd_part_sizes_still_decrypt() {
+        // Completed around the gateway (FORMAT.md): each part's last chunk
+        // carries its length, so the tool reads what the gateway refuses to serve.
+        let ring = keyring("k", 1);
+        let (a, b) = (plaintext(C as usize + 5), plaintext(7));
+        let (stored, env) = multipart(&ring, Suite::Aes256Gcm, &[&a, &b]);
+        let whole = [a, b].concat();
+        assert_ne!(sizes::plaintext_len(stored.len() as u64, C), Some(whole.len() as u64));
+        assert_eq!(decrypt(&ring, &env, &stored).unwrap(), whole);
+    }
+
+    #[test]
     fn every_flipped_byte_is_refused() {
         let ring = keyring("k", 1);
         let (stored, env) = encrypt(&ring, Suite::Aes256Gcm, &plaintext(C as usize + 10));
