@@ -4,6 +4,7 @@
 #   make run     build, then start Envoy + filter (+ local s3s-fs backend unless
 #                S3CRYPT_UPSTREAM is set); settings: see scripts/gateway.py.
 #                Extra launcher options: make run ARGS=--no-filter
+#   make tool    build the recovery and admin tool: target/release/s3crypt (see README.md)
 #   make test    build, cargo test (native), a short fuzz run (every target from its seeds,
 #                fixed seed: scripts/fuzz.sh --smoke), integration tests (pytest, real Envoy)
 #                Extra pytest options: make test PYTEST_ARGS="-k passthrough -x"
@@ -30,7 +31,7 @@ WASM := target/wasm32-wasip1/release/s3crypt_filter.wasm
 # cargo may only be on PATH through rustup's env file (fresh CI shells).
 CARGO_ENV := if ! command -v cargo >/dev/null && [ -f "$$HOME/.cargo/env" ]; then . "$$HOME/.cargo/env"; fi
 
-.PHONY: bootstrap build build-fault run test cargo-test fuzz-smoke integration-test check clean bench soak fuzz
+.PHONY: bootstrap build build-fault tool run test cargo-test fuzz-smoke integration-test check clean bench soak fuzz
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -38,6 +39,10 @@ bootstrap:
 build: bootstrap
 	@$(CARGO_ENV); cargo build --release --target wasm32-wasip1 -p s3crypt-filter
 	@test -f $(WASM) || { echo "make: $(WASM) was not produced" >&2; exit 1; }
+
+# The native recovery and admin tool (tool/), built from the same core.
+tool: bootstrap
+	@$(CARGO_ENV); cargo build --release -p s3crypt-tool
 
 run: build
 	$(PYTHON) scripts/gateway.py $(ARGS)
@@ -53,7 +58,7 @@ build-fault: bootstrap
 	@$(CARGO_ENV); CARGO_TARGET_DIR=target/fault cargo build --release --target wasm32-wasip1 -p s3crypt-filter --features fault-injection
 
 # pytest exits 5 when it collects no tests: that is a failure here too.
-integration-test: build build-fault
+integration-test: build build-fault tool
 	@bash scripts/install_clients.sh
 	$(PYTHON) -m pytest -ra integration $(PYTEST_ARGS)
 

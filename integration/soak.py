@@ -420,7 +420,7 @@ class Worker(threading.Thread):
             self._after_write(Obj(key, size, seed, hashlib.sha256(data).hexdigest(), etag, meta, multipart))
 
     def op_copy(self) -> None:
-        # Onto itself with REPLACE (what rotate.py does: re-wraps the data key), or to a copy slot.
+        # Onto itself with REPLACE (a key rotation through the gateway: re-wraps the data key), or to a copy slot.
         large_copies = sum(1 for k, o in self.objects.items() if "/c/" in k and o.size >= MiB)
         if self.rng.random() < 0.1:
             src = self._pick()

@@ -7,7 +7,7 @@
 //!   envelope, so the gateway adds the source's envelope (and checksum
 //!   record) to the request, its data key re-wrapped under the active KEK:
 //!   copying an object onto itself with REPLACE is how a KEK rotation moves
-//!   it to the new key without moving its body (scripts/rotate.py).
+//!   it to the new key without moving its body.
 //! * `x-amz-copy-source-if-*` name ETags the client saw; the backend only
 //!   knows ciphertext ETags, so the gateway decides them itself.
 
