@@ -262,3 +262,19 @@ def test_hot_restart_during_parallel_uploads(start_gateway, make_s3, new_bucket)
     s3.put_object(Bucket=bucket, Key="later", Body=b"later")
     assert s3.get_object(Bucket=bucket, Key="later")["Body"].read() == b"later"
     assert server_errors(gw) == 0
+
+
+def test_an_unchecked_broken_hot_restart_falls_back_to_the_old_listener(steady, make_s3, backend_s3, new_bucket):
+    """Without the launcher's check, the new Envoy rejects its listener, but it
+    has already told the old process to drain and exit: so the launcher hands
+    it the previous listener, and the gateway serves on with the old config."""
+    bucket = new_bucket("fallback")
+    epoch = steady.epoch
+    broken = BROKEN[0].values[0]
+    with pytest.raises(gateway.GatewayError, match=r"serves with the previous one[\s\S]*keys\[1\]\.key_hex"):
+        steady.hot_restart(broken, check=False)
+    assert steady.epoch == epoch + 1 and steady.running()
+    s3 = make_s3(steady)
+    s3.put_object(Bucket=bucket, Key="served", Body=b"served")
+    assert key_id(backend_s3, bucket, "served") == "old"
+    assert s3.get_object(Bucket=bucket, Key="served")["Body"].read() == b"served"

@@ -47,8 +47,12 @@ S3CRYPT_STREAM_IDLE_TIMEOUT
                      Seconds a request may go without any bytes moving (a
                      stalled client or backend) before Envoy ends it. Default 300.
 S3CRYPT_DRAIN_TIME   Seconds requests already in flight may go on after a reload
-                     or hot restart (below) before the old listener or Envoy
-                     process closes them. Default 600.
+                     (below) before the old listener closes them; after a hot
+                     restart the old process lets them go on 15 s longer, then
+                     exits. Default 600.
+S3CRYPT_HOT_RESTART  "0": run Envoy with --disable-hot-restart (where /dev/shm or
+                     abstract unix sockets are not available); reload still
+                     works, hot restart is refused. Default 1.
 S3CRYPT_CA_BUNDLE    CA certificates for an https upstream.
                      Default /etc/ssl/certs/ca-certificates.crt.
 S3CRYPT_RUN_DIR      Where the rendered envoy.yaml, logs and the default key
@@ -234,6 +238,7 @@ class Settings:
     stream_idle_timeout: int = 300
     kms: str | None = None
     drain_time: int = 600
+    hot_restart: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -269,6 +274,10 @@ class Settings:
         if not drain.isdigit() or int(drain) < 1:
             raise GatewayError(f"S3CRYPT_DRAIN_TIME: expected seconds (a positive integer), got {drain!r}")
         s.drain_time = int(drain)
+        hot = get("S3CRYPT_HOT_RESTART") or "1"
+        if hot not in ("0", "1"):
+            raise GatewayError(f"S3CRYPT_HOT_RESTART: expected 0 or 1, got {hot!r}")
+        s.hot_restart = hot == "1"
         s.check()
         return s
 
@@ -439,6 +448,7 @@ def replace_atomically(path: Path, text: str) -> None:
 # Child processes
 
 _children: "weakref.WeakSet[Child]" = weakref.WeakSet()
+_gateways: "weakref.WeakSet[Gateway]" = weakref.WeakSet()
 
 
 try:
@@ -512,6 +522,8 @@ class Child:
 
 @atexit.register
 def _stop_all_children() -> None:
+    for gateway in list(_gateways):
+        gateway._stop_envoys()  # also removes Envoy's hot-restart shared memory
     for child in list(_children):
         child.stop(timeout=2.0)
 
@@ -534,6 +546,12 @@ def _wait(what: str, child: Child, probe, timeout: float):
         if time.monotonic() > deadline:
             raise child.failure(f"not {what} after {timeout:.0f}s")
         time.sleep(0.05)
+
+
+def _stat(get, name: str) -> int:
+    """One counter from an admin page, through get(path) -> text or None; 0 if absent."""
+    text = get(f"/stats?format=json&filter={urllib.parse.quote(name)}") or "{}"
+    return sum(s.get("value", 0) for s in json.loads(text).get("stats", []) if s.get("name") == name)
 
 
 def _url(host: str, port: int | None) -> str:
@@ -725,6 +743,7 @@ class Gateway:
         self.epoch = 0                  # hot-restart epoch of self.envoy
         self.base_id: int | None = None  # Envoy's --base-id (shared memory, domain sockets)
         self._draining: list[tuple[int, Child]] = []  # earlier epochs finishing their requests
+        _gateways.add(self)
 
     # -- rendering ---------------------------------------------------------
 
@@ -865,7 +884,7 @@ class Gateway:
             if self.log_to_files:
                 self.log.unlink(missing_ok=True)
             self.epoch = 0
-            self.envoy = self._start_epoch(0, rendered, env, timeout)
+            self.envoy, _ = self._start_epoch(0, rendered, env, timeout)
         except BaseException:
             self.stop()
             raise
@@ -877,12 +896,19 @@ class Gateway:
     def _lds_file(self, epoch: int) -> Path:
         return self._epoch_dir(epoch) / "lds" / "listeners.json"
 
-    def _start_epoch(self, epoch: int, rendered: str, env: dict[str, str], timeout: float) -> Child:
+    def _start_epoch(self, epoch: int, rendered: str, env: dict[str, str], timeout: float,
+                     fallback_listeners: str | None = None) -> tuple[Child, bool]:
         """Start Envoy hot-restart epoch `epoch` on the rendered config and wait
-        until its listener is up. Epoch 0 lets Envoy pick an unused base id (other
-        Envoys on this machine keep theirs); later epochs find their parent by it,
-        take its listening socket and tell it to drain, then to exit after
-        drain time + PARENT_SHUTDOWN_MARGIN."""
+        until its listener is up; (the process, whether it fell back).
+
+        Epoch 0 lets Envoy pick an unused base id (other Envoys on this machine
+        keep theirs); later epochs find their parent by it, take its listening
+        socket and tell it to drain, then to exit after drain time +
+        PARENT_SHUTDOWN_MARGIN -- whether or not their own listener came up.
+        So if the new epoch rejects its listener (the filter refusing the plugin
+        JSON, which validation should have caught), it is handed
+        fallback_listeners, the previous epoch's: it then serves the old plugin
+        config rather than nothing once the old process is gone."""
         s = self.settings
         folder = self._epoch_dir(epoch)
         shutil.rmtree(folder, ignore_errors=True)
@@ -903,7 +929,9 @@ class Gateway:
                 # The filter's own lines (configuration, audit records) at info.
                 "--component-log-level", "wasm:info",
                 "--file-flush-interval-msec", "250"]
-        if epoch == 0:
+        if not s.hot_restart:
+            argv += ["--disable-hot-restart"]
+        elif epoch == 0:
             argv += ["--use-dynamic-base-id", "--base-id-path", str(folder / "base-id")]
         else:
             # Start anyway if the parent has died meanwhile.
@@ -912,19 +940,26 @@ class Gateway:
         try:
             admin = _wait("serving its admin page", child,
                           lambda: admin_file.exists() and admin_file.read_text().strip(), timeout)
-            if epoch == 0:
+            if epoch == 0 and s.hot_restart:
                 self.base_id = int((folder / "base-id").read_text().strip())
             admin_port = int(admin.rpartition(":")[2])
             get = lambda path: self._admin_get(path, admin_port)  # noqa: E731
             _wait("ready", child, lambda: get("/ready") == "LIVE", timeout)
-            port = _wait("listening", child, lambda: self._listener_port(get), timeout)
+            rejected = lambda: _stat(get, "listener_manager.lds.update_rejected") > 0  # noqa: E731
+            port = _wait("listening", child, lambda: self._listener_port(get) or (rejected() and "rejected"), timeout)
+            fell_back = port == "rejected"
+            if fell_back:
+                if fallback_listeners is None:
+                    raise child.failure("rejected its listener")
+                replace_atomically(self._lds_file(epoch), fallback_listeners)
+                port = _wait("listening (previous listener)", child, lambda: self._listener_port(get), timeout)
             if self.listen_port and port != self.listen_port:
                 raise child.failure(f"listens on port {port}, not on the port {self.listen_port} it should have taken over")
         except BaseException:
             child.stop()
             raise
         self.admin_port, self.listen_port = admin_port, port
-        return child
+        return child, fell_back
 
     def reload(self, plugin_config: dict | None = None, *, check: bool = True, timeout: float = 30.0) -> bool:
         """Replace the plugin JSON without restarting Envoy; True if anything changed.
@@ -972,30 +1007,43 @@ class Gateway:
         self._plugin_config = config
         return True
 
-    def hot_restart(self, plugin_config: dict | None = None, *, timeout: float = 60.0) -> "Gateway":
+    def hot_restart(self, plugin_config: dict | None = None, *, check: bool = True,
+                    timeout: float = 60.0) -> "Gateway":
         """Start the next Envoy epoch on a freshly rendered, validated config.
 
         plugin_config as for reload(). The new process takes the listening
         socket over; the old one stops accepting, lets requests in flight go on
         for up to drain_time, and exits (Envoy's own hot restart). Raises
         GatewayError, with the old process still serving, if the config is
-        refused; if the new process fails after taking over the admin port,
-        the old one serves on without an admin page.
+        refused. check=False skips the validation: if the new Envoy then
+        rejects its listener, it is given the previous one and serves on with
+        the old plugin config (GatewayError says so). If the new process fails
+        to start at all after taking over the admin port, the old one serves
+        on without an admin page until drain time + PARENT_SHUTDOWN_MARGIN.
         """
         if not self.running():
             raise GatewayError("hot restart: Envoy is not running")
+        if not self.settings.hot_restart:
+            raise GatewayError("hot restart is disabled (S3CRYPT_HOT_RESTART=0): use reload, or restart the launcher")
         self._reap()
         config = self._next_plugin_config(plugin_config)
-        rendered, candidate = self._checked_candidate(config)
+        rendered, candidate = self._checked_candidate(config, check)
+        previous_listeners = self._lds_file(self.epoch).read_text()
+        log_size = self.log.stat().st_size if self.log_to_files and self.log.exists() else 0
         try:
-            child = self._start_epoch(self.epoch + 1, rendered, self._envoy_env(), timeout)
+            child, fell_back = self._start_epoch(self.epoch + 1, rendered, self._envoy_env(), timeout,
+                                                 fallback_listeners=previous_listeners)
         except BaseException:
             candidate.unlink(missing_ok=True)
             raise
-        os.replace(candidate, self.config_path)
-        self._plugin_config = config
         self._draining.append((self.epoch, self.envoy))
         self.envoy, self.epoch = child, self.epoch + 1
+        if fell_back:
+            candidate.unlink(missing_ok=True)
+            raise GatewayError(f"Envoy epoch {self.epoch} rejected the new listener (the filter refused the "
+                               "plugin JSON); it serves with the previous one" + self._log_since(log_size))
+        os.replace(candidate, self.config_path)
+        self._plugin_config = config
         return self
 
     def _log_since(self, offset: int) -> str:
