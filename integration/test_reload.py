@@ -44,17 +44,22 @@ def server_errors(gw):
 
 
 class SlowTransfer(threading.Thread):
-    """A GET that reads, or a PUT that sends, `size` bytes at about `rate` bytes/s
-    over one connection made now (so it belongs to the configuration of now)."""
+    """A GET that reads, or a PUT that sends, `size` bytes over one connection
+    made now (so it belongs to the configuration of now): at `rate` bytes/s up
+    to `hold_at` of the way, then at a trickle (one piece every half second)
+    until release(), then at `rate` again -- so it spans a change however long
+    the change takes, and keeps moving bytes during it."""
 
     PIECE = 128 * 1024
 
-    def __init__(self, gw, method, path, rate, body=None, size=None):
+    def __init__(self, gw, method, path, rate, body=None, size=None, hold_at=0.25):
         super().__init__(daemon=True)
         host, port = gw.endpoint.split("//")[1].rsplit(":", 1)
         self.conn = http.client.HTTPConnection(host, int(port), timeout=60)
         self.method, self.path, self.rate, self.body = method, path, rate, body
         self.size = len(body) if body is not None else size
+        self.hold_at = int(self.size * hold_at)
+        self.released = threading.Event()
         self.moved = 0
         self.status = None
         self.received = bytearray()
@@ -68,12 +73,11 @@ class SlowTransfer(threading.Thread):
 
     def run(self):
         try:
-            start = time.monotonic()
             if self.method == "PUT":
                 while self.moved < self.size:
                     self.conn.send(self.body[self.moved:self.moved + self.PIECE])
                     self.moved = min(self.size, self.moved + self.PIECE)
-                    self._pace(start)
+                    self._pace()
                 resp = self.conn.getresponse()
                 resp.read()
             else:
@@ -81,23 +85,25 @@ class SlowTransfer(threading.Thread):
                 while piece := resp.read(self.PIECE):
                     self.received += piece
                     self.moved = len(self.received)
-                    self._pace(start)
+                    self._pace()
             self.status = resp.status
         except Exception as e:  # noqa: BLE001 - reported by the test
             self.error = e
         finally:
             self.conn.close()
 
-    def _pace(self, start):
-        ahead = self.moved / self.rate - (time.monotonic() - start)
-        if ahead > 0:
-            time.sleep(ahead)
+    def _pace(self):
+        held = self.moved >= self.hold_at and not self.released.is_set()
+        time.sleep(0.5 if held else self.PIECE / self.rate)
 
-    def wait_until(self, fraction, timeout=30):
+    def wait_held(self, timeout=30):
         deadline = time.monotonic() + timeout
-        while self.moved < self.size * fraction:
+        while self.moved < self.hold_at:
             assert self.is_alive() and time.monotonic() < deadline, (self.moved, self.error)
             time.sleep(0.02)
+
+    def release(self):
+        self.released.set()
 
 
 @pytest.fixture(scope="module")
@@ -112,23 +118,23 @@ def test_in_flight_transfers_finish_and_new_requests_use_the_new_config(
     gw = start_gateway(OLD, drain_time=DRAIN_TIME)
     bucket = new_bucket(f"inflight-{change}")
     s3 = make_s3(gw)
-    # 8 s (reload) or 12 s (hot restart, which starts a whole Envoy) at the
-    # rate below: the change happens while both transfers are still moving bytes.
-    size = (16 if change == "reload" else 24) * MiB
-    stored = os.urandom(size)
+    # 32 MiB: far more than the socket buffers between Envoy and the client
+    # hold, so Envoy itself still has most of the bytes to move after the change.
+    stored = os.urandom(32 * MiB)
     s3.put_object(Bucket=bucket, Key="stored", Body=stored)
-    uploaded = os.urandom(size)
+    uploaded = os.urandom(32 * MiB)
     pid = gw.envoy.proc.pid
 
-    get = SlowTransfer(gw, "GET", f"/{bucket}/stored", rate=2 * MiB, size=len(stored))
-    put = SlowTransfer(gw, "PUT", f"/{bucket}/uploaded", rate=2 * MiB, body=uploaded)
+    get = SlowTransfer(gw, "GET", f"/{bucket}/stored", rate=8 * MiB, size=len(stored), hold_at=0.15)
+    put = SlowTransfer(gw, "PUT", f"/{bucket}/uploaded", rate=8 * MiB, body=uploaded, hold_at=0.15)
     get.start()
     put.start()
-    get.wait_until(0.1)
-    put.wait_until(0.1)
+    get.wait_held()
+    put.wait_held()
+    during = (get.moved, put.moved)
     getattr(gw, change)(NEW)
-    assert get.is_alive() and put.is_alive(), "the transfers ended before the change: make them slower"
-    assert get.moved < get.size and put.moved < put.size
+    assert get.is_alive() and put.is_alive(), (get.error, put.error)
+    assert get.moved > during[0] and put.moved > during[1], "no bytes moved during the change"
 
     # After the change: new objects are written under the new key at once,
     # while the transfers that began before it are still running.
@@ -144,6 +150,9 @@ def test_in_flight_transfers_finish_and_new_requests_use_the_new_config(
         # listener; either way the old one drains.
         updates = gw.stats("listener_manager.listener_")
         assert updates["listener_manager.listener_in_place_updated"] + updates["listener_manager.listener_modified"] == 1
+    assert get.is_alive() and put.is_alive() and get.moved < get.size and put.moved < put.size
+    get.release()
+    put.release()
 
     get.join(60)
     put.join(60)
