@@ -166,6 +166,21 @@ def test_in_flight_transfers_finish_and_new_requests_use_the_new_config(
     assert server_errors(gw) == 0
 
 
+def test_an_upload_outlasting_the_drain_time_is_cut_and_stores_nothing(start_gateway, backend_s3, new_bucket):
+    """The drain time is a deadline: a request still running on the old
+    listener then is cut, and fails like any interrupted upload."""
+    gw = start_gateway(OLD, drain_time=2)
+    bucket = new_bucket("drained")
+    put = SlowTransfer(gw, "PUT", f"/{bucket}/cut", rate=8 * MiB, body=os.urandom(8 * MiB), hold_at=0.25)
+    put.start()
+    put.wait_held()
+    gw.reload(NEW)  # the upload is never released: it trickles past the drain time
+    put.join(30)
+    assert not put.is_alive() and put.error is not None and put.status is None, (put.status, put.error)
+    with pytest.raises(backend_s3.exceptions.ClientError, match="404"):
+        backend_s3.head_object(Bucket=bucket, Key="cut")
+
+
 BROKEN = [
     pytest.param({"keys": [*OLD["keys"], {"id": "new", "key_hex": "not-hex"}], "write_key": "new"},
                  "keys[1].key_hex: must be 64 hex digits", id="bad-key-hex"),
