@@ -1179,6 +1179,7 @@ s3crypt gateway ready
     (SigV4 links only: awscli v2 by default; awscli v1 after
      `aws configure set default.s3.signature_version s3v4`)
 {aws_note}
+Reload the plugin JSON without a restart: kill -HUP {os.getpid()}; hot restart: kill -USR2 {os.getpid()}
 Access log (JSON) follows on stdout. Ctrl-C stops.
 """
 
