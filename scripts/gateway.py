@@ -1197,7 +1197,8 @@ def _apply(gw: Gateway, action: str) -> None:
         else:
             gw.hot_restart()
             print(f"gateway: hot restart: epoch {gw.epoch} (pid {gw.envoy.proc.pid}) serving, admin "
-                  f"{gw.admin_url}; the previous epoch drains for up to {gw.settings.drain_time}s",
+                  f"{gw.admin_url}; the previous epoch finishes its requests, then exits within "
+                  f"{gw.settings.drain_time + PARENT_SHUTDOWN_MARGIN}s",
                   file=sys.stderr, flush=True)
     except GatewayError as e:
         print(f"gateway: {action} REFUSED, still serving the previous configuration: {e}",
