@@ -80,4 +80,5 @@ check: bootstrap
 clean:
 	@$(CARGO_ENV); cargo clean
 	rm -rf .pytest_cache integration/__pycache__ scripts/__pycache__
-	rm -f .run/envoy.yaml .run/plugin.json .run/admin.address .run/*.log
+	rm -f .run/envoy.yaml .run/envoy.next.yaml .run/plugin.json .run/admin.address .run/*.log
+	rm -rf .run/epoch-*

@@ -46,6 +46,13 @@ S3CRYPT_KMS_ENDPOINT URL of the KMS that decrypts KMS-held keys ("kms" keys in t
 S3CRYPT_STREAM_IDLE_TIMEOUT
                      Seconds a request may go without any bytes moving (a
                      stalled client or backend) before Envoy ends it. Default 300.
+S3CRYPT_DRAIN_TIME   Seconds requests already in flight may go on after a reload
+                     (below) before the old listener closes them; after a hot
+                     restart the old process lets them go on 15 s longer, then
+                     exits. Default 600.
+S3CRYPT_HOT_RESTART  "0": run Envoy with --disable-hot-restart (where /dev/shm or
+                     abstract unix sockets are not available); reload still
+                     works, hot restart is refused. Default 1.
 S3CRYPT_CA_BUNDLE    CA certificates for an https upstream.
                      Default /etc/ssl/certs/ca-certificates.crt.
 S3CRYPT_RUN_DIR      Where the rendered envoy.yaml, logs and the default key
@@ -60,6 +67,17 @@ Options:
   --no-filter   run Envoy without the wasm filter (plain proxy + re-signing)
   --check       render .run/envoy.yaml, run `envoy --mode validate`, exit
 
+Signals to the running launcher (README "Operations: reload and restart"):
+  SIGHUP    reload the plugin JSON (S3CRYPT_CONFIG) without restarting Envoy:
+            the new config is checked with `envoy --mode validate` first and
+            refused (logged, old config kept) if the filter rejects it; then the
+            listener is replaced in place through its LDS file: requests in
+            flight finish on the old config, new connections get the new one.
+  SIGUSR2   hot restart: re-render everything (plugin JSON, a rebuilt .wasm),
+            validate, start the next Envoy epoch, which takes the listening
+            socket over while the old process drains (S3CRYPT_DRAIN_TIME).
+  SIGTERM, SIGINT (Ctrl-C)  stop.
+
 From Python (integration/conftest.py does this)::
 
     sys.path.insert(0, "<repo>/scripts"); import gateway
@@ -67,6 +85,8 @@ From Python (integration/conftest.py does this)::
     gw = gateway.Gateway({"...": "plugin config"}, backend=backend,
                          run_dir=tmp, listen="127.0.0.1:0", admin="127.0.0.1:0").start()
     gw.endpoint        # "http://127.0.0.1:<port>"
+    gw.reload({"...": "new plugin config"})       # in place (LDS); GatewayError if refused
+    gw.hot_restart({"...": "new plugin config"})  # next Envoy epoch; GatewayError if refused
     gw.stop(); backend.stop()
 
 Children run in their own process groups, get SIGTERM when this process dies
@@ -84,6 +104,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -102,6 +123,10 @@ S3S_FS_VERSION = "0.14.1"
 DEFAULT_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 CLIENT_ACCESS_KEY = "test"
 CLIENT_SECRET_KEY = "test"
+LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
+# A hot-restarted Envoy lives this much longer than the drain time, so a
+# request that ends right at the drain deadline still gets its last bytes out.
+PARENT_SHUTDOWN_MARGIN = 15
 
 
 class GatewayError(Exception):
@@ -212,6 +237,8 @@ class Settings:
     run_dir: Path = REPO / ".run"
     stream_idle_timeout: int = 300
     kms: str | None = None
+    drain_time: int = 600
+    hot_restart: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -243,6 +270,14 @@ class Settings:
         if not idle.isdigit() or int(idle) < 1:
             raise GatewayError(f"S3CRYPT_STREAM_IDLE_TIMEOUT: expected seconds (a positive integer), got {idle!r}")
         s.stream_idle_timeout = int(idle)
+        drain = get("S3CRYPT_DRAIN_TIME") or "600"
+        if not drain.isdigit() or int(drain) < 1:
+            raise GatewayError(f"S3CRYPT_DRAIN_TIME: expected seconds (a positive integer), got {drain!r}")
+        s.drain_time = int(drain)
+        hot = get("S3CRYPT_HOT_RESTART") or "1"
+        if hot not in ("0", "1"):
+            raise GatewayError(f"S3CRYPT_HOT_RESTART: expected 0 or 1, got {hot!r}")
+        s.hot_restart = hot == "1"
         s.check()
         return s
 
@@ -376,10 +411,44 @@ def render_template(text: str, values: dict, flags: dict[str, bool]) -> str:
     return "".join(line if line.lstrip().startswith("#") else _VAR.sub(value, line) for line in out)
 
 
+def split_listeners(rendered: str, lds_file: Path) -> tuple[dict, dict]:
+    """The rendered (static) bootstrap split in two: a bootstrap that takes its
+    listeners from lds_file, and that file's content.
+
+    Envoy watches lds_file's folder and applies the file again whenever a new
+    version is renamed over it: connections already open keep the old filter
+    chain (and so the old plugin JSON) until they end or the drain time is up,
+    new connections get the new one. An update Envoy cannot apply, the filter's
+    on_configure refusing its plugin JSON included, is rejected whole
+    (listener_manager.lds.update_rejected) and the old listener serves on.
+    """
+    try:
+        import yaml  # PyYAML, in integration/requirements.txt (scripts/bootstrap.sh)
+    except ImportError:
+        raise GatewayError(f"PyYAML is not importable from {sys.executable}: run scripts/bootstrap.sh") from None
+    bootstrap = yaml.safe_load(rendered)
+    listeners = bootstrap.get("static_resources", {}).pop("listeners", [])
+    # LDS, even from a file, needs a node identity.
+    bootstrap["node"] = {"id": "s3crypt", "cluster": "s3crypt"}
+    bootstrap["dynamic_resources"] = {"lds_config": {
+        "resource_api_version": "V3",
+        "path_config_source": {"path": str(lds_file), "watched_directory": {"path": str(lds_file.parent)}},
+    }}
+    return bootstrap, {"resources": [{"@type": LISTENER_TYPE, **listener} for listener in listeners]}
+
+
+def replace_atomically(path: Path, text: str) -> None:
+    """Write beside, then rename over: a watcher never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write_private(tmp, text)
+    os.replace(tmp, path)
+
+
 # --------------------------------------------------------------------------
 # Child processes
 
 _children: "weakref.WeakSet[Child]" = weakref.WeakSet()
+_gateways: "weakref.WeakSet[Gateway]" = weakref.WeakSet()
 
 
 try:
@@ -453,6 +522,8 @@ class Child:
 
 @atexit.register
 def _stop_all_children() -> None:
+    for gateway in list(_gateways):
+        gateway._stop_envoys()  # also removes Envoy's hot-restart shared memory
     for child in list(_children):
         child.stop(timeout=2.0)
 
@@ -475,6 +546,12 @@ def _wait(what: str, child: Child, probe, timeout: float):
         if time.monotonic() > deadline:
             raise child.failure(f"not {what} after {timeout:.0f}s")
         time.sleep(0.05)
+
+
+def _stat(get, name: str) -> int:
+    """One counter from an admin page, through get(path) -> text or None; 0 if absent."""
+    text = get(f"/stats?format=json&filter={urllib.parse.quote(name)}") or "{}"
+    return sum(s.get("value", 0) for s in json.loads(text).get("stats", []) if s.get("name") == name)
 
 
 def _url(host: str, port: int | None) -> str:
@@ -602,11 +679,23 @@ class Gateway:
                    here, so several gateways can share one); a URL string =
                    that S3 endpoint with the credentials from the environment.
     settings       Settings; default Settings.from_env().
-    run_dir, listen, admin, addressing, wasm, concurrency, region
+    run_dir, listen, admin, addressing, wasm, concurrency, region, drain_time
                    override the settings of the same name. listen/admin
                    "127.0.0.1:0" pick free ports (see .endpoint, .admin_url).
     log_to_files   Envoy's output to run_dir/envoy.log (tests) instead of
                    this process's stdout/stderr (make run).
+
+    Envoy runs with hot restart enabled (a base id of its own, chosen by Envoy
+    at start) and reads its listener from an LDS file, so that:
+      reload(config)       replaces the plugin JSON in place: one process,
+                           open connections finish on the old listener;
+      hot_restart(config)  re-renders everything and starts the next Envoy
+                           epoch, which takes the listening socket over while
+                           the previous one drains and then exits.
+    Both check the new configuration with `envoy --mode validate` first (which
+    runs the filter's on_configure) and raise GatewayError, changing nothing,
+    if it is refused. Files of epoch N: run_dir/epoch-N/ (bootstrap.json,
+    lds/listeners.json, admin.address, base-id).
     """
 
     def __init__(self, plugin_config: dict | None = None, *, no_filter: bool = False,
@@ -615,7 +704,7 @@ class Gateway:
                  admin: str | None = None, addressing: str | None = None,
                  wasm: Path | str | None = None, concurrency: int | None = None,
                  region: str | None = None, stream_idle_timeout: int | None = None,
-                 kms: str | None = None,
+                 kms: str | None = None, drain_time: int | None = None,
                  log_to_files: bool = True):
         s = dataclasses.replace(settings) if settings else Settings.from_env()
         if run_dir is not None:
@@ -630,10 +719,13 @@ class Gateway:
         s.region = region or s.region
         s.stream_idle_timeout = stream_idle_timeout or s.stream_idle_timeout
         s.kms = kms or s.kms
+        s.drain_time = drain_time or s.drain_time
         s.check()
         self.settings = s
         self.no_filter = no_filter
         self._plugin_config = plugin_config
+        # A config given here stays; one from the settings is read again on reload.
+        self._config_given = plugin_config is not None
         self.log_to_files = log_to_files
         self.owns_backend = False
         if backend is None and s.upstream:
@@ -648,6 +740,10 @@ class Gateway:
         self.admin_port: int | None = None
         self.config_path = s.run_dir / "envoy.yaml"
         self.log = s.run_dir / "envoy.log"
+        self.epoch = 0                  # hot-restart epoch of self.envoy
+        self.base_id: int | None = None  # Envoy's --base-id (shared memory, domain sockets)
+        self._draining: list[tuple[int, Child]] = []  # earlier epochs finishing their requests
+        _gateways.add(self)
 
     # -- rendering ---------------------------------------------------------
 
@@ -683,6 +779,10 @@ class Gateway:
                                "build it with `make build`, or run with --no-filter")
         kms = Upstream.parse(s.kms) if s.kms else None
         listen_host, listen_port = parse_hostport(s.listen, "listen")
+        if listen_port == 0 and self.listen_port:
+            # A reload keeps the port picked at start: a listener on port 0 would
+            # be a new listener on another free port, not the same one updated.
+            listen_port = self.listen_port
         admin_host, admin_port = parse_hostport(s.admin, "admin")
         values = {
             "ADMIN_ADDRESS": admin_host, "ADMIN_PORT": admin_port,
@@ -705,20 +805,53 @@ class Gateway:
                  "KMS": kms is not None, "KMS_TLS": bool(kms and kms.tls)}
         return render_template(TEMPLATE.read_text(), values, flags)
 
-    def write_config(self) -> Path:
+    def write_config(self, path: Path | None = None, rendered: str | None = None) -> Path:
         header = ("# Generated by scripts/gateway.py from envoy/gateway.yaml.tmpl; edits are overwritten.\n"
                   "# Contains the plugin configuration (keys): keep private.\n")
-        write_private(self.config_path, header + self.render())
-        return self.config_path
+        path = path or self.config_path
+        write_private(path, header + (rendered if rendered is not None else self.render()))
+        return path
 
-    def validate(self) -> None:
-        """`envoy --mode validate` on the rendered file; GatewayError with Envoy's words if not."""
-        r = subprocess.run([str(envoy_binary()), "--mode", "validate", "-c", str(self.config_path),
+    def validate(self, path: Path | None = None) -> None:
+        """`envoy --mode validate` on the rendered file; GatewayError with Envoy's words if not.
+
+        Validation loads the wasm and runs the filter's on_configure, so a plugin
+        JSON the filter refuses fails here, its log line naming the field.
+        (Keys held by a KMS are only decrypted by the running filter.)
+        """
+        path = path or self.config_path
+        r = subprocess.run([str(envoy_binary()), "--mode", "validate", "-c", str(path),
                             "-l", "error", "--disable-hot-restart"],
                            capture_output=True, text=True, env=self._envoy_env(require_credentials=False),
                            timeout=120)
         if r.returncode != 0:
-            raise GatewayError(f"envoy rejected {self.config_path}:\n{(r.stdout + r.stderr).strip()}")
+            raise GatewayError(f"envoy rejected {path}:\n{(r.stdout + r.stderr).strip()}")
+
+    def _render_with(self, plugin_config: dict | None) -> str:
+        saved = self._plugin_config
+        self._plugin_config = plugin_config
+        try:
+            return self.render()
+        finally:
+            self._plugin_config = saved
+
+    def _checked_candidate(self, plugin_config: dict | None, check: bool = True) -> tuple[str, Path]:
+        """Render with plugin_config into run_dir/envoy.next.yaml and validate it;
+        the file is removed again if Envoy refuses it."""
+        rendered = self._render_with(plugin_config)
+        path = self.write_config(self.settings.run_dir / "envoy.next.yaml", rendered)
+        if check:
+            try:
+                self.validate(path)
+            except GatewayError:
+                path.unlink(missing_ok=True)
+                raise
+        return rendered, path
+
+    def _next_plugin_config(self, plugin_config: dict | None) -> dict | None:
+        if plugin_config is not None or self.no_filter:
+            return plugin_config
+        return self._plugin_config if self._config_given else resolve_plugin_config(self.settings)
 
     def _envoy_env(self, require_credentials: bool = True) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -743,38 +876,214 @@ class Gateway:
         if isinstance(self.backend, LocalBackend):
             self.backend.start()
         try:
-            self.write_config()
+            self._stop_envoys()  # what is left of an earlier start (e.g. killed from outside)
+            self.listen_port = None
+            rendered = self.render()
+            self.write_config(rendered=rendered)
             self.validate()
-            admin_file = s.run_dir / "admin.address"
-            admin_file.unlink(missing_ok=True)
-            argv = [str(envoy_binary()), "-c", str(self.config_path),
-                    "--concurrency", str(s.concurrency), "--disable-hot-restart",
-                    "--admin-address-path", str(admin_file), "-l", "warning",
-                    # The filter's own lines (configuration, audit records) at info.
-                    "--component-log-level", "wasm:info",
-                    "--file-flush-interval-msec", "250"]
             if self.log_to_files:
                 self.log.unlink(missing_ok=True)
-            self.envoy = Child("envoy", argv, env, self.log if self.log_to_files else None).start()
-            admin = _wait("serving its admin page", self.envoy,
-                          lambda: admin_file.exists() and admin_file.read_text().strip(), timeout)
-            self.admin_port = int(admin.rpartition(":")[2])
-            _wait("ready", self.envoy, lambda: self._admin_get("/ready") == "LIVE", timeout)
-            self.listen_port = _wait("listening", self.envoy, self._listener_port, timeout)
+            self.epoch = 0
+            self.envoy, _ = self._start_epoch(0, rendered, env, timeout)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _admin_get(self, path: str) -> str | None:
+    def _epoch_dir(self, epoch: int) -> Path:
+        return self.settings.run_dir / f"epoch-{epoch}"
+
+    def _lds_file(self, epoch: int) -> Path:
+        return self._epoch_dir(epoch) / "lds" / "listeners.json"
+
+    def _start_epoch(self, epoch: int, rendered: str, env: dict[str, str], timeout: float,
+                     fallback_listeners: str | None = None) -> tuple[Child, bool]:
+        """Start Envoy hot-restart epoch `epoch` on the rendered config and wait
+        until its listener is up; (the process, whether it fell back).
+
+        Epoch 0 lets Envoy pick an unused base id (other Envoys on this machine
+        keep theirs); later epochs find their parent by it, take its listening
+        socket and tell it to drain, then to exit after drain time +
+        PARENT_SHUTDOWN_MARGIN -- whether or not their own listener came up.
+        So if the new epoch rejects its listener (the filter refusing the plugin
+        JSON, which validation should have caught), it is handed
+        fallback_listeners, the previous epoch's: it then serves the old plugin
+        config rather than nothing once the old process is gone."""
+        s = self.settings
+        folder = self._epoch_dir(epoch)
+        shutil.rmtree(folder, ignore_errors=True)
+        bootstrap, listeners = split_listeners(rendered, self._lds_file(epoch))
+        write_private(self._lds_file(epoch), json.dumps(listeners))
+        write_private(folder / "bootstrap.json", json.dumps(bootstrap))
+        admin_file = folder / "admin.address"
+        argv = [str(envoy_binary()), "-c", str(folder / "bootstrap.json"),
+                "--concurrency", str(s.concurrency),
+                "--restart-epoch", str(epoch),
+                "--drain-time-s", str(s.drain_time),
+                # Draining connections are told to close after their current
+                # request at once, not gradually over the drain time: requests
+                # after a change use the new config (on a new connection).
+                "--drain-strategy", "immediate",
+                "--parent-shutdown-time-s", str(s.drain_time + PARENT_SHUTDOWN_MARGIN),
+                "--admin-address-path", str(admin_file), "-l", "warning",
+                # The filter's own lines (configuration, audit records) at info.
+                "--component-log-level", "wasm:info",
+                "--file-flush-interval-msec", "250"]
+        if not s.hot_restart:
+            argv += ["--disable-hot-restart"]
+        elif epoch == 0:
+            argv += ["--use-dynamic-base-id", "--base-id-path", str(folder / "base-id")]
+        else:
+            # Start anyway if the parent has died meanwhile.
+            argv += ["--base-id", str(self.base_id), "--skip-hot-restart-on-no-parent"]
+        child = Child(f"envoy (epoch {epoch})", argv, env, self.log if self.log_to_files else None).start()
         try:
-            with urllib.request.urlopen(f"{self.admin_url}{path}", timeout=2) as r:
+            admin = _wait("serving its admin page", child,
+                          lambda: admin_file.exists() and admin_file.read_text().strip(), timeout)
+            if epoch == 0 and s.hot_restart:
+                self.base_id = int((folder / "base-id").read_text().strip())
+            admin_port = int(admin.rpartition(":")[2])
+            get = lambda path: self._admin_get(path, admin_port)  # noqa: E731
+            _wait("ready", child, lambda: get("/ready") == "LIVE", timeout)
+            rejected = lambda: _stat(get, "listener_manager.lds.update_rejected") > 0  # noqa: E731
+            port = _wait("listening", child, lambda: self._listener_port(get) or (rejected() and "rejected"), timeout)
+            fell_back = port == "rejected"
+            if fell_back:
+                if fallback_listeners is None:
+                    raise child.failure("rejected its listener")
+                replace_atomically(self._lds_file(epoch), fallback_listeners)
+                port = _wait("listening (previous listener)", child, lambda: self._listener_port(get), timeout)
+            if self.listen_port and port != self.listen_port:
+                raise child.failure(f"listens on port {port}, not on the port {self.listen_port} it should have taken over")
+        except BaseException:
+            child.stop()
+            raise
+        self.admin_port, self.listen_port = admin_port, port
+        return child, fell_back
+
+    def reload(self, plugin_config: dict | None = None, *, check: bool = True, timeout: float = 30.0) -> bool:
+        """Replace the plugin JSON without restarting Envoy; True if anything changed.
+
+        plugin_config None: the settings' one again (S3CRYPT_CONFIG is read
+        anew), or the one given to the constructor. The new config is validated
+        first (check=False skips that, leaving the refusal to Envoy); then the
+        listener's LDS file is replaced and Envoy updates the listener in place:
+        connections already open finish on the old filter config (for up to
+        drain_time), new ones get the new one. Raises GatewayError naming the
+        reason, with the old config still serving, if Envoy or the filter
+        refuses it.
+        """
+        if not self.running():
+            raise GatewayError("reload: Envoy is not running")
+        config = self._next_plugin_config(plugin_config)
+        rendered, candidate = self._checked_candidate(config, check)
+        lds_file = self._lds_file(self.epoch)
+        _, listeners = split_listeners(rendered, lds_file)
+        new_text, old_text = json.dumps(listeners), lds_file.read_text()
+        if new_text == old_text:
+            os.replace(candidate, self.config_path)
+            self._plugin_config = config
+            return False
+        counters = lambda: self.stats("listener_manager.lds.update_")  # noqa: E731
+        before = counters()
+        log_size = self.log.stat().st_size if self.log_to_files and self.log.exists() else 0
+        replace_atomically(lds_file, new_text)
+        deadline = time.monotonic() + timeout
+        while True:
+            now = counters()
+            if now.get("listener_manager.lds.update_rejected", 0) > before.get("listener_manager.lds.update_rejected", 0):
+                replace_atomically(lds_file, old_text)  # what a later start of this epoch reads
+                candidate.unlink(missing_ok=True)
+                raise GatewayError("Envoy rejected the new listener (listener_manager.lds.update_rejected); "
+                                   "the previous configuration keeps serving" + self._log_since(log_size))
+            if now.get("listener_manager.lds.update_success", 0) > before.get("listener_manager.lds.update_success", 0):
+                break
+            if time.monotonic() > deadline or not self.running():
+                replace_atomically(lds_file, old_text)
+                candidate.unlink(missing_ok=True)
+                raise self.envoy.failure(f"did not apply the new listener within {timeout:.0f}s")
+            time.sleep(0.05)
+        os.replace(candidate, self.config_path)
+        self._plugin_config = config
+        return True
+
+    def hot_restart(self, plugin_config: dict | None = None, *, check: bool = True,
+                    timeout: float = 60.0) -> "Gateway":
+        """Start the next Envoy epoch on a freshly rendered, validated config.
+
+        plugin_config as for reload(). The new process takes the listening
+        socket over; the old one stops accepting, lets requests in flight go on
+        for up to drain_time, and exits (Envoy's own hot restart). Raises
+        GatewayError, with the old process still serving, if the config is
+        refused. check=False skips the validation: if the new Envoy then
+        rejects its listener, it is given the previous one and serves on with
+        the old plugin config (GatewayError says so). If the new process fails
+        to start at all after taking over the admin port, the old one serves
+        on without an admin page until drain time + PARENT_SHUTDOWN_MARGIN.
+        """
+        if not self.running():
+            raise GatewayError("hot restart: Envoy is not running")
+        if not self.settings.hot_restart:
+            raise GatewayError("hot restart is disabled (S3CRYPT_HOT_RESTART=0): use reload, or restart the launcher")
+        self._reap()
+        config = self._next_plugin_config(plugin_config)
+        rendered, candidate = self._checked_candidate(config, check)
+        previous_listeners = self._lds_file(self.epoch).read_text()
+        log_size = self.log.stat().st_size if self.log_to_files and self.log.exists() else 0
+        try:
+            child, fell_back = self._start_epoch(self.epoch + 1, rendered, self._envoy_env(), timeout,
+                                                 fallback_listeners=previous_listeners)
+        except BaseException:
+            candidate.unlink(missing_ok=True)
+            raise
+        self._draining.append((self.epoch, self.envoy))
+        self.envoy, self.epoch = child, self.epoch + 1
+        if fell_back:
+            candidate.unlink(missing_ok=True)
+            raise GatewayError(f"Envoy epoch {self.epoch} rejected the new listener (the filter refused the "
+                               "plugin JSON); it serves with the previous one" + self._log_since(log_size))
+        os.replace(candidate, self.config_path)
+        self._plugin_config = config
+        return self
+
+    def _log_since(self, offset: int) -> str:
+        if not self.log_to_files or not self.log.exists():
+            return ""
+        with open(self.log, "rb") as f:
+            f.seek(offset)
+            lines = [line for line in f.read().decode(errors="replace").splitlines()
+                     if "invalid configuration" in line or "rejected" in line]
+        return (":\n" + "\n".join(lines[-5:])) if lines else ""
+
+    def _reap(self) -> None:
+        """Forget earlier epochs that have exited, and their files."""
+        for epoch, child in list(self._draining):
+            if not child.running():
+                child.stop()
+                self._draining.remove((epoch, child))
+                shutil.rmtree(self._epoch_dir(epoch), ignore_errors=True)
+
+    def _stop_envoys(self) -> None:
+        for child in [self.envoy, *(c for _, c in self._draining)]:
+            if child:
+                child.stop()
+        self._draining.clear()
+        if self.base_id is not None:
+            # Envoy leaves its hot-restart shared memory behind (104 bytes, named
+            # after the base id times ten); nothing uses it once every epoch is gone.
+            Path(f"/dev/shm/envoy_shared_memory_{self.base_id * 10}").unlink(missing_ok=True)
+            self.base_id = None
+
+    def _admin_get(self, path: str, port: int | None = None) -> str | None:
+        base = self.admin_url if port is None else _url(parse_hostport(self.settings.admin, "admin")[0], port)
+        try:
+            with urllib.request.urlopen(f"{base}{path}", timeout=2) as r:
                 return r.read().decode().strip()
         except (OSError, urllib.error.URLError):
             return None
 
-    def _listener_port(self) -> int | None:
-        text = self._admin_get("/listeners?format=json")
+    def _listener_port(self, get=None) -> int | None:
+        text = (get or self._admin_get)("/listeners?format=json")
         if not text:
             return None
         for status in json.loads(text).get("listener_statuses", []):
@@ -783,8 +1092,7 @@ class Gateway:
         return None
 
     def stop(self) -> None:
-        if self.envoy:
-            self.envoy.stop()
+        self._stop_envoys()
         if self.owns_backend and isinstance(self.backend, LocalBackend):
             self.backend.stop()
 
@@ -871,8 +1179,30 @@ s3crypt gateway ready
     (SigV4 links only: awscli v2 by default; awscli v1 after
      `aws configure set default.s3.signature_version s3v4`)
 {aws_note}
+Reload the plugin JSON without a restart: kill -HUP {os.getpid()}; hot restart: kill -USR2 {os.getpid()}
 Access log (JSON) follows on stdout. Ctrl-C stops.
 """
+
+
+def _apply(gw: Gateway, action: str) -> None:
+    """A reload or hot restart asked for by a signal; a refusal is logged and
+    the gateway serves on with what it had."""
+    print(f"gateway: {action}: checking the new configuration", file=sys.stderr, flush=True)
+    try:
+        if action == "reload":
+            changed = gw.reload()
+            print(f"gateway: reload: {'listener updated' if changed else 'configuration unchanged'}"
+                  f" (requests in flight finish on the old one, up to {gw.settings.drain_time}s)",
+                  file=sys.stderr, flush=True)
+        else:
+            gw.hot_restart()
+            print(f"gateway: hot restart: epoch {gw.epoch} (pid {gw.envoy.proc.pid}) serving, admin "
+                  f"{gw.admin_url}; the previous epoch finishes its requests, then exits within "
+                  f"{gw.settings.drain_time + PARENT_SHUTDOWN_MARGIN}s",
+                  file=sys.stderr, flush=True)
+    except GatewayError as e:
+        print(f"gateway: {action} REFUSED, still serving the previous configuration: {e}",
+              file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -885,11 +1215,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="render .run/envoy.yaml and run envoy --mode validate, then exit")
     args = ap.parse_args(argv)
 
-    # SIGTERM (and SIGHUP) end like Ctrl-C: through the finally below.
+    # SIGTERM ends like Ctrl-C: through the finally below. SIGHUP and SIGUSR2
+    # are handled in the main loop (a handler must not start processes).
     def _interrupt(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
+    requested: list[str] = []
+    signal.signal(signal.SIGHUP, lambda signum, frame: requested.append("reload"))
+    signal.signal(signal.SIGUSR2, lambda signum, frame: requested.append("hot restart"))
 
     gw = None
     try:
@@ -906,6 +1239,8 @@ def main(argv: list[str] | None = None) -> int:
         gw.start()
         print(_banner(gw), flush=True)
         while gw.running() and (not isinstance(gw.backend, LocalBackend) or gw.backend.child.running()):
+            while requested:
+                _apply(gw, requested.pop(0))
             time.sleep(0.5)
         dead = gw.envoy if not gw.running() else gw.backend.child
         print(f"gateway: {dead.failure('stopped unexpectedly')}", file=sys.stderr)
