@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 use s3crypt_filter::cipher::Suite;
-use s3crypt_filter::envelope::{Envelope, Kek, Keyring, WRAPPED_LEN};
+use s3crypt_filter::envelope::{Envelope, Kek, Keyring, WrappedDek, WRAPPED_LEN};
 use s3crypt_filter::sizes;
 use s3crypt_filter::stream::{ChunkOpener, ReadWindow, SegmentSealer, StreamError, CHUNK_OVERHEAD, SALT_LEN};
 use sha2::{Digest, Sha256};
@@ -47,7 +47,7 @@ fn build(suite: Suite, parts: &[(u32, Vec<u8>)], len_in_envelope: bool) -> (Enve
         chunk_size: CHUNK,
         key_id: "vector-kek".into(),
         plaintext_len: len_in_envelope.then_some(total),
-        wrapped_dek: [0; WRAPPED_LEN],
+        wrapped_dek: WrappedDek::Kek([0; WRAPPED_LEN]),
         plaintext_md5: None,
     };
     Kek::new("vector-kek".into(), Zeroizing::new(KEK)).wrap_with_nonce(&DEK, &mut envelope, WRAP_NONCE).unwrap();
