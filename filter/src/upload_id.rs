@@ -147,6 +147,14 @@ impl ClientUploadId {
         }
     }
 
+    /// The id of the KEK that wrapped the data key (`None`: strict KMS).
+    pub fn key_id(&self) -> Option<&str> {
+        match &self.key {
+            UploadKey::Kek { key_id, .. } => Some(key_id),
+            UploadKey::Kms { .. } => None,
+        }
+    }
+
     /// The data key's `CiphertextBlob` of a strict-KMS upload.
     pub fn kms_blob(&self) -> Option<&[u8]> {
         match &self.key {
@@ -215,7 +223,7 @@ mod tests {
 
     #[test]
     fn foreign_ids_are_not_ours() {
-        for id in ["", "2~abc", "s3c1", "s3c1.", "s3c1AAAA.x", "VXBsb2FkIElE.abc"] {
+        for id in ["", "2~abc", "s3c1", "s3c1.", "s3c1AAAA.x", "VXBsb2FkIElE.abc", "s3k1", "s3k1AQ4.x", "s3k1AQ4AAAAAAAAAAAAAAAAAAAAA.x"] {
             assert_eq!(parse(id), None, "{id}");
         }
     }
