@@ -311,3 +311,22 @@ def test_strict_kms_down_mid_run(start_gateway, make_s3, new_bucket, backend_s3,
     # A data key this VM already holds still reads.
     assert s3.get_object(Bucket=bucket, Key="before")["Body"].read() == b"written while the KMS answered"
     assert kms_stats(g).get("failures", 0) >= 2
+
+
+def test_strict_mode_reads_older_objects_and_others_refuse_its_objects(start_gateway, gateway, strict_gateway, make_s3, new_bucket, kms_server, strict_key):
+    from conftest import TEST_KEY_HEX
+    bucket = new_bucket("strict-mixed")
+    make_s3(gateway).put_object(Bucket=bucket, Key="old", Body=b"written under a KEK")
+    make_s3(strict_gateway).put_object(Bucket=bucket, Key="new", Body=b"written in strict mode")
+    # Strict mode with the old KEK beside it reads both kinds.
+    config = strict_config(kms_server, strict_key)
+    config["keys"] = [{"id": "default", "key_hex": TEST_KEY_HEX}]
+    both = make_s3(start_gateway(config, kms=kms_server))
+    assert both.get_object(Bucket=bucket, Key="old")["Body"].read() == b"written under a KEK"
+    assert both.get_object(Bucket=bucket, Key="new")["Body"].read() == b"written in strict mode"
+    # A gateway without kms_strict cannot read strict objects, and says why.
+    from botocore.exceptions import ClientError
+    with pytest.raises(ClientError) as e:
+        make_s3(gateway, retries={"total_max_attempts": 1}).get_object(Bucket=bucket, Key="new")
+    assert e.value.response["Error"]["Code"] == "InternalError"
+    assert "kms_strict" in e.value.response["Error"]["Message"]
