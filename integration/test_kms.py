@@ -301,6 +301,7 @@ def test_strict_kms_down_mid_run(start_gateway, make_s3, new_bucket, backend_s3,
         s3 = make_s3(g, retries={"total_max_attempts": 1})
         bucket = new_bucket("strict-midrun")
         s3.put_object(Bucket=bucket, Key="before", Body=b"written while the KMS answered")
+        fresh = start_gateway(strict_config(url, key_id), kms=url)  # holds no data key yet
     finally:
         stop_moto(proc)
     body = os.urandom(300_000)
@@ -308,8 +309,9 @@ def test_strict_kms_down_mid_run(start_gateway, make_s3, new_bucket, backend_s3,
     assert s3_error(lambda: s3.create_multipart_upload(Bucket=bucket, Key="after-mp")) == (503, "ServiceUnavailable")
     assert backend_keys(backend_s3, bucket) == ["before"]
     assert backend_uploads(data_dir, bucket) == []
-    # A data key this VM already holds still reads.
+    # A data key this VM already holds still reads; one it does not, not.
     assert s3.get_object(Bucket=bucket, Key="before")["Body"].read() == b"written while the KMS answered"
+    assert s3_error(lambda: make_s3(fresh, retries={"total_max_attempts": 1}).get_object(Bucket=bucket, Key="before")) == (503, "ServiceUnavailable")
     assert kms_stats(g).get("failures", 0) >= 2
 
 

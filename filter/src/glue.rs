@@ -226,10 +226,6 @@ impl RootContext for Root {
 
 /// How long a request waits for the KMS in strict mode.
 const KMS_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-/// Body bytes one request may hold in filter memory while it waits for the
-/// KMS. Envoy's own buffer cannot hold them: past its limit (1 MiB by
-/// default) it answers 413/500, and the client sends on while it waits.
-const KMS_HOLD_LIMIT: usize = 64 * 1024 * 1024;
 
 /// A strict-KMS call in flight and what its answer completes. The request
 /// (or response) headers are held meanwhile, and so are body pieces: they
@@ -304,11 +300,13 @@ struct Exchange {
     kms_wait: Option<KmsWait>,
     /// The request's bucket and key, named in KMS encryption contexts.
     object: (String, String),
-    /// Body pieces taken out of Envoy's buffer while the headers wait for
+    /// Body bytes Envoy buffered for the filter while the headers wait for
     /// the KMS (request, response), and whether the body ended among them.
-    kms_held: Vec<u8>,
+    /// Only with `allow_on_headers_stop_iteration: true`: otherwise Envoy
+    /// holds the body itself, with flow control, until the headers go on.
+    kms_held: usize,
     body_ended: bool,
-    kms_held_response: Vec<u8>,
+    kms_held_response: usize,
     response_ended: bool,
     /// CopyObject onto its own source.
     copy_onto_itself: bool,
@@ -317,17 +315,6 @@ struct Exchange {
 /// A strict-KMS envelope for a new object, its key not made yet.
 fn kms_envelope(strict: &StrictKms, suite: crate::cipher::Suite, chunk_size: u32, plaintext_len: Option<u64>) -> Envelope {
     Envelope { suite, chunk_size, key_id: strict.id.clone(), plaintext_len, wrapped_dek: WrappedDek::Kms(Vec::new()), plaintext_md5: None }
-}
-
-/// Moves a body piece from Envoy's buffer into `held` (the callback then
-/// returns Pause with Envoy's buffer empty).
-fn hold_piece(buffer: u32, body_size: usize, held: &mut Vec<u8>) -> Result<(), String> {
-    if held.len().saturating_add(body_size) > KMS_HOLD_LIMIT {
-        return Err(format!("More than {} MiB of body arrived while the gateway waited for its KMS. Retry later.", KMS_HOLD_LIMIT >> 20));
-    }
-    let piece = host::get_buffer(buffer, 0, body_size).map_err(|e| format!("host status {}", e.0))?;
-    held.extend_from_slice(&piece);
-    host::set_buffer(buffer, 0, body_size, &[]).map_err(|e| format!("host status {}", e.0))
 }
 
 fn host_error(e: HostError) -> S3Error {
@@ -367,11 +354,12 @@ impl Context for Exchange {
         if let Some(wait) = self.kms_wait.take() {
             let request_side = wait.holds_request();
             if let Err(e) = self.kms_answered(wait, body_size) {
-                // Nothing held may leave (it is filter memory, but a failure
-                // may come after it went back into Envoy's buffer).
-                self.kms_held = Vec::new();
-                self.kms_held_response = Vec::new();
-                let _ = if request_side { host::set_buffer(host::REQUEST_BODY, 0, usize::MAX, &[]) } else { host::set_buffer(host::RESPONSE_BODY, 0, usize::MAX, &[]) };
+                // Nothing Envoy holds may leave.
+                let _ = if request_side {
+                    host::set_buffer(host::REQUEST_BODY, 0, std::mem::take(&mut self.kms_held), &[])
+                } else {
+                    host::set_buffer(host::RESPONSE_BODY, 0, std::mem::take(&mut self.kms_held_response), &[])
+                };
                 self.refuse(e);
             }
             return;
@@ -802,9 +790,10 @@ impl Exchange {
 
     fn request_body(&mut self, body_size: usize, end_of_stream: bool) -> Result<Action, S3Error> {
         if self.kms_wait.as_ref().is_some_and(KmsWait::holds_request) {
-            // Held until the key is known: a Continue here would release the
-            // held headers, and Envoy's buffer would overflow (see KMS_HOLD_LIMIT).
-            hold_piece(host::REQUEST_BODY, body_size, &mut self.kms_held).map_err(|why| S3Error::new(503, "SlowDown", why))?;
+            // Held in Envoy's buffer (body_size is all of it) until the key
+            // is known: a Continue here would release the held headers.
+            // Past Envoy's buffer limit the client gets 413, nothing stored.
+            self.kms_held = body_size;
             self.body_ended = end_of_stream;
             return Ok(Action::Pause);
         }
@@ -941,12 +930,10 @@ impl Exchange {
                 let headers = host::get_headers(host::RESPONSE_HEADERS).map_err(host_error)?;
                 self.plan_read(&headers, Some(&dek))?;
                 let held = std::mem::take(&mut self.kms_held_response);
-                if !held.is_empty() || self.response_ended {
-                    // Back into Envoy's (now empty) buffer, then decrypted in
-                    // place. The response has not started: a failure is
-                    // still a clean S3 error.
-                    host::set_buffer(host::RESPONSE_BODY, 0, 0, &held).map_err(host_error)?;
-                    self.response_body(held.len(), self.response_ended).map_err(|why| S3Error::new(500, "InternalError", format!("The stored object failed the gateway's integrity check: {why}.")))?;
+                if held > 0 || self.response_ended {
+                    // Decrypted in place. The response has not started: a
+                    // failure is still a clean S3 error.
+                    self.response_body(held, self.response_ended).map_err(|why| S3Error::new(500, "InternalError", format!("The stored object failed the gateway's integrity check: {why}.")))?;
                 }
                 host::resume_response().map_err(host_error)
             }
@@ -957,10 +944,8 @@ impl Exchange {
     /// asked, in place, then lets the request go on.
     fn release_held_request(&mut self) -> Result<(), S3Error> {
         let held = std::mem::take(&mut self.kms_held);
-        if !held.is_empty() || self.body_ended {
-            // Back into Envoy's (now empty) buffer, then encrypted in place.
-            host::set_buffer(host::REQUEST_BODY, 0, 0, &held).map_err(host_error)?;
-            self.request_body(held.len(), self.body_ended)?;
+        if held > 0 || self.body_ended {
+            self.request_body(held, self.body_ended)?;
         }
         self.resume_held_request()
     }
@@ -1035,7 +1020,7 @@ impl Exchange {
 
     fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> Result<Action, String> {
         if matches!(self.kms_wait, Some(KmsWait::Read { .. })) {
-            hold_piece(host::RESPONSE_BODY, body_size, &mut self.kms_held_response)?;
+            self.kms_held_response = body_size;
             self.response_ended = end_of_stream;
             return Ok(Action::Pause);
         }
