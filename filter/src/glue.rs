@@ -897,7 +897,8 @@ impl Exchange {
     /// headers (and body pieces) go on.
     fn kms_answered(&mut self, wait: KmsWait, body_size: usize) -> Result<(), S3Error> {
         let status = host::get_headers(host::CALL_RESPONSE_HEADERS).ok().and_then(|h| header(&h, ":status").and_then(|s| s.parse().ok())).unwrap_or(0);
-        let body = host::get_buffer(host::CALL_RESPONSE_BODY, 0, body_size).unwrap_or_default();
+        // The answer holds a data key (base64): wiped when dropped.
+        let body = zeroize::Zeroizing::new(host::get_buffer(host::CALL_RESPONSE_BODY, 0, body_size).unwrap_or_default());
         match wait {
             KmsWait::Put { claims, mut envelope, context, ended_at_headers } => {
                 let (dek, blob) = kms::generate_data_key_response(status, &body).map_err(|e| self.kms_error(e))?;

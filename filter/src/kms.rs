@@ -181,6 +181,16 @@ fn base64_field(value: &serde_json::Value, name: &str) -> Result<Zeroizing<Vec<u
     STANDARD.decode(text).map(Zeroizing::new).map_err(|_| KmsError::BadResponse("a field is not base64"))
 }
 
+/// The data key from an answer's `Plaintext`; the parsed copy of its text
+/// is wiped as it is read.
+fn plaintext_key(value: &mut serde_json::Value) -> Result<Zeroizing<[u8; KEY_LEN]>, KmsError> {
+    let key = base64_field(value, "Plaintext").and_then(|bytes| data_key(&bytes));
+    if let Some(serde_json::Value::String(text)) = value.get_mut("Plaintext") {
+        zeroize::Zeroize::zeroize(text);
+    }
+    key
+}
+
 fn data_key(bytes: &[u8]) -> Result<Zeroizing<[u8; KEY_LEN]>, KmsError> {
     let mut key = Zeroizing::new([0u8; KEY_LEN]);
     if bytes.len() != KEY_LEN {
@@ -192,8 +202,8 @@ fn data_key(bytes: &[u8]) -> Result<Zeroizing<[u8; KEY_LEN]>, KmsError> {
 
 /// A `GenerateDataKey` answer: the data key and its `CiphertextBlob`.
 pub fn generate_data_key_response(status: u32, body: &[u8]) -> Result<(Zeroizing<[u8; KEY_LEN]>, Vec<u8>), KmsError> {
-    let value = answer(status, body)?;
-    let key = data_key(&base64_field(&value, "Plaintext")?)?;
+    let mut value = answer(status, body)?;
+    let key = plaintext_key(&mut value)?;
     let blob = base64_field(&value, "CiphertextBlob")?.to_vec();
     if blob.is_empty() || blob.len() > MAX_BLOB_LEN {
         return Err(KmsError::BadResponse("the CiphertextBlob is empty or longer than 1024 bytes"));
@@ -203,8 +213,8 @@ pub fn generate_data_key_response(status: u32, body: &[u8]) -> Result<(Zeroizing
 
 /// A `Decrypt` answer for an object's data key.
 pub fn decrypt_blob_response(status: u32, body: &[u8]) -> Result<Zeroizing<[u8; KEY_LEN]>, KmsError> {
-    let value = answer(status, body)?;
-    data_key(&base64_field(&value, "Plaintext")?)
+    let mut value = answer(status, body)?;
+    plaintext_key(&mut value)
 }
 
 /// The S3 error a client gets when the KMS did not give a data key. Like S3
