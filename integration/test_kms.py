@@ -332,3 +332,11 @@ def test_strict_mode_reads_older_objects_and_others_refuse_its_objects(start_gat
         make_s3(gateway, retries={"total_max_attempts": 1}).get_object(Bucket=bucket, Key="new")
     assert e.value.response["Error"]["Code"] == "InternalError"
     assert "kms_strict" in e.value.response["Error"]["Message"]
+
+
+def test_strict_kms_key_errors_are_s3_kms_errors(start_gateway, make_s3, new_bucket, backend_s3, kms_server):
+    g = start_gateway(strict_config(kms_server, "alias/no-such-key"), kms=kms_server)
+    s3 = make_s3(g, retries={"total_max_attempts": 1})
+    bucket = new_bucket("strict-nokey")
+    assert s3_error(lambda: s3.put_object(Bucket=bucket, Key="k", Body=b"x" * 1000)) == (400, "KMS.NotFoundException")
+    assert backend_keys(backend_s3, bucket) == []
