@@ -113,3 +113,33 @@ fn wrong_key_is_refused_before_the_body() {
     let err = read::plan_response(&h, &read::ReadRequest::default(), &other, None).err().unwrap();
     assert_eq!((err.status, err.code), (403, "AccessDenied"));
 }
+
+#[test]
+fn kms_envelopes_read_with_the_kms_data_key_only() {
+    use s3crypt_filter::envelope::{Envelope, WrappedDek};
+    let s = settings();
+    let (kek_envelope, stored, parts) = multipart(&s, &[2 * C, 5]);
+    // The same object with its data key held by the KMS instead.
+    let dek = *s.keyring.open(&Envelope::parse(&kek_envelope).unwrap()).unwrap();
+    let mut envelope = Envelope::parse(&kek_envelope).unwrap();
+    envelope.key_id = "kms".into();
+    envelope.wrapped_dek = WrappedDek::Kms(vec![1, 2, 3]);
+    let envelope = envelope.encode();
+    let h = headers(200, &envelope, &[("content-length", stored.len().to_string())]);
+    assert!(read::kms_envelope(&h).is_some());
+    assert!(read::kms_envelope(&headers(200, &kek_envelope, &[])).is_none());
+    assert!(read::kms_envelope(&headers(304, &envelope, &[])).is_none());
+    assert!(read::kms_envelope(&headers(404, &envelope, &[])).is_none());
+    let request = read::ReadRequest { aligned_to: C as u32, ..Default::default() };
+    let mut plan = read::plan_response(&h, &request, &s, Some(&dek)).unwrap();
+    assert_eq!(run(&mut plan.body, &stored).unwrap(), parts.concat());
+    // Without the KMS's key: a clear error, no body.
+    let err = read::plan_response(&h, &request, &s, None).err().unwrap();
+    assert_eq!((err.status, err.code), (500, "InternalError"));
+    assert!(err.message.contains("kms_strict"));
+    // A KMS key is never used for a KEK envelope.
+    let wrong = [0u8; 32];
+    let h = headers(200, &kek_envelope, &[("content-length", stored.len().to_string())]);
+    let mut plan = read::plan_response(&h, &request, &s, Some(&wrong)).unwrap();
+    assert_eq!(run(&mut plan.body, &stored).unwrap(), parts.concat());
+}
