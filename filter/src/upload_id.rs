@@ -222,6 +222,15 @@ mod tests {
     }
 
     #[test]
+    fn kms_upload_id_made_from_format_md_alone() {
+        // Made by filter/fuzz/make_corpus.py (Python, from FORMAT.md): DEK d0 x 32, backend id "a.b.c".
+        let parsed = parse("s3k1ARCqU3ekf_chNiL1fjGK45x9c3RhbmQtaW4gZm9yIGEgS01TIENpcGhlcnRleHRCbG9i.a.b.c").unwrap();
+        assert_eq!((parsed.backend_id.as_str(), parsed.suite, parsed.chunk_size), ("a.b.c", Suite::ChaCha20Poly1305, 65_536));
+        assert_eq!(parsed.kms_blob(), Some(&b"stand-in for a KMS CiphertextBlob"[..]));
+        assert!(parsed.check_kms_dek(&[0xd0; 32]).is_ok());
+    }
+
+    #[test]
     fn foreign_ids_are_not_ours() {
         for id in ["", "2~abc", "s3c1", "s3c1.", "s3c1AAAA.x", "VXBsb2FkIElE.abc", "s3k1", "s3k1AQ4.x", "s3k1AQ4AAAAAAAAAAAAAAAAAAAAA.x"] {
             assert_eq!(parse(id), None, "{id}");
