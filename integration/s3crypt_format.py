@@ -29,12 +29,12 @@ class FormatError(Exception):
 def parse_envelope(value):
     fields = value.strip().split(";")
     parsed = {}
-    order = ["v", "s", "c", "k", "n", "w", "e"]
+    order = ["v", "s", "c", "k", "n", "w", "kms", "e"]
     i = 0
     for f in fields:
         name, _, val = f.partition("=")
         while i < len(order) and order[i] != name:
-            if order[i] in ("v", "s", "c", "k", "w"):
+            if order[i] in ("v", "s", "c", "k"):
                 raise FormatError("malformed")
             i += 1
         if i == len(order):
@@ -43,19 +43,33 @@ def parse_envelope(value):
         i += 1
     if parsed.get("v") != "1":
         raise FormatError("unsupported_version")
-    for required in ("s", "c", "k", "w"):
+    for required in ("s", "c", "k"):
         if required not in parsed:
             raise FormatError("malformed")
+    if ("w" in parsed) == ("kms" in parsed):
+        raise FormatError("malformed")
+    b64 = lambda text: base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))  # noqa: E731
     env = {
         "suite": parsed["s"],
         "chunk_size": int(parsed["c"]),
         "key_id": parsed["k"],
         "plaintext_len": int(parsed["n"]) if "n" in parsed else None,
-        "wrapped": base64.urlsafe_b64decode(parsed["w"] + "=" * (-len(parsed["w"]) % 4)),
+        "wrapped": b64(parsed["w"]) if "w" in parsed else None,
+        # Strict KMS mode: the data key's KMS CiphertextBlob.
+        "kms_blob": b64(parsed["kms"]) if "kms" in parsed else None,
+        # Everything before the wrapped key: the "s3crypt" encryption context entry.
+        "prefix": value.strip().split(";w=")[0].split(";kms=")[0],
     }
-    if env["suite"] not in SUITES or len(env["wrapped"]) != 72:
+    if env["suite"] not in SUITES or (env["wrapped"] is not None and len(env["wrapped"]) != 72):
+        raise FormatError("malformed")
+    if env["kms_blob"] is not None and not 1 <= len(env["kms_blob"]) <= 1024:
         raise FormatError("malformed")
     return env
+
+
+def kms_context(bucket, key, envelope_value):
+    """The KMS encryption context of a strict-mode object's data key (FORMAT.md)."""
+    return {"bucket": bucket, "key": key, "s3crypt": parse_envelope(envelope_value)["prefix"]}
 
 
 def unwrap_dek(kek, env):
@@ -98,10 +112,14 @@ def plaintext_len(t, c):
     return p
 
 
-def decrypt_object(kek, envelope_value, stored):
-    """Decrypts a whole stored object; raises FormatError on any violation."""
+def decrypt_object(kek, envelope_value, stored, dek=None):
+    """Decrypts a whole stored object; raises FormatError on any violation.
+    `dek`: the data key itself (a strict-mode object's, from KMS Decrypt)."""
     env = parse_envelope(envelope_value)
-    dek = unwrap_dek(kek, env)
+    if dek is None:
+        if env["wrapped"] is None:
+            raise FormatError("unwrap_failed")
+        dek = unwrap_dek(kek, env)
     c = env["chunk_size"]
     p = plaintext_len(len(stored), c)
     if p is None or (env["plaintext_len"] is not None and env["plaintext_len"] != p):
@@ -153,8 +171,10 @@ def read_vector(path):
 
 def check_vector(path):
     header, stored = read_vector(path)
+    # kms_* vectors: the DEK is what the KMS would unwrap from the blob.
+    dek = bytes.fromhex(header["dek"]) if "kms_context" in header else None
     try:
-        plain = decrypt_object(bytes.fromhex(header["kek"]), header["envelope"], stored)
+        plain = decrypt_object(bytes.fromhex(header["kek"]), header["envelope"], stored, dek=dek)
     except FormatError as e:
         return e.args[0] == header["expect"], e.args[0]
     ok = header["expect"] == "ok" and hashlib.sha256(plain).hexdigest() == header["plaintext_sha256"]

@@ -1017,7 +1017,7 @@ def test_istio_plugin_settings_agree_with_the_kubernetes_ones():
     patches = docs["EnvoyFilter"]["spec"]["configPatches"]
     wasm_filter = patches[0]["patch"]["value"]["typed_config"]["config"]
     assert json.loads(wasm_filter["configuration"]["value"]) == plugin
-    assert wasm_filter["allow_on_headers_stop_iteration"] is True
+    assert wasm_filter["allow_on_headers_stop_iteration"] is False
     assert wasm_filter["failure_policy"] == "FAIL_RELOAD"
     assert wasm_filter["vm_config"]["environment_variables"]["host_env_keys"] == deploy.env_names(plugin)
     port = docs["ServiceEntry"]["spec"]["ports"][0]["number"]

@@ -40,9 +40,11 @@ S3CRYPT_WASM         Path of the filter. Default
                      <repo>/target/wasm32-wasip1/release/s3crypt_filter.wasm.
 S3CRYPT_CONCURRENCY  Envoy worker threads (--concurrency). Default 1.
 S3CRYPT_KMS_ENDPOINT URL of the KMS that decrypts KMS-held keys ("kms" keys in the
-                     plugin JSON), e.g. https://kms.eu-west-1.amazonaws.com; adds
-                     the Envoy cluster "kms", signed for service kms with the
-                     same AWS_* credentials as the backend.
+                     plugin JSON) and, in strict mode ("kms_strict"), makes and
+                     unwraps every object's data key, e.g.
+                     https://kms.eu-west-1.amazonaws.com; adds the Envoy cluster
+                     "kms", signed for service kms with the same AWS_*
+                     credentials as the backend.
 S3CRYPT_STREAM_IDLE_TIMEOUT
                      Seconds a request may go without any bytes moving (a
                      stalled client or backend) before Envoy ends it. Default 300.

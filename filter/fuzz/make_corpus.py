@@ -274,6 +274,21 @@ def seal_upload_id(suite, c, backend_id, kek=KEK, kek_id=KEK_ID, dek=DEK):
     return "s3c1" + base64.urlsafe_b64encode(token).decode().rstrip("=") + "." + backend_id
 
 
+def seal_kms_upload_id(suite, c, backend_id, blob=b"stand-in for a KMS CiphertextBlob", dek=DEK):
+    """FORMAT.md "Multipart uploads", strict KMS mode, written here independently."""
+    import hmac
+    tag = hmac.new(dek, b"s3crypt v1 kms upload\x00" + bytes([SUITES[suite]]) + struct.pack(">I", c) + backend_id.encode(),
+                   hashlib.sha256).digest()[:16]
+    token = bytes([SUITES[suite], c.bit_length() - 1]) + tag + blob
+    return "s3k1" + base64.urlsafe_b64encode(token).decode().rstrip("=") + "." + backend_id
+
+
+def kms_ids(backend_ids):
+    for i, backend_id in enumerate(backend_ids):
+        suite = "aes-256-gcm" if i % 2 else "chacha20-poly1305"
+        write("upload_id_parse", f"kms-id-{i}", b"\x00" + seal_kms_upload_id(suite, 65536 if i % 3 else 16384, backend_id).encode())
+
+
 def envelopes_and_ids(backend_ids):
     for vec in sorted((FILTER / "testdata" / "v1").glob("*.vec")):
         head = vec.read_bytes().split(b"\n\n", 1)[0]
@@ -290,6 +305,7 @@ def envelopes_and_ids(backend_ids):
         suite = "aes-256-gcm" if i % 2 else "chacha20-poly1305"
         write("upload_id_parse", f"id-{i}", b"\x00" + seal_upload_id(suite, 65536 if i % 3 else 16384, backend_id).encode())
     write("upload_id_parse", "foreign-id", b"\x00" + ids[-2].encode())
+    kms_ids(ids[-3:])
     for i in range(4):
         write("upload_id_parse", f"structured-{i}", b"\x01" + bytes(rng.randrange(256) for _ in range(80)))
 

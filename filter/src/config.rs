@@ -4,7 +4,7 @@
 use crate::cipher::{Suite, KEY_LEN};
 use crate::envelope::{valid_chunk_size, valid_key_id, Kek, Keyring, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use crate::copy::Backend;
-use crate::kms::KmsSource;
+use crate::kms::{KmsSource, StrictKms};
 use crate::policy::{parse_clients, Clients};
 use crate::s3::Addressing;
 use serde::Deserialize;
@@ -79,7 +79,13 @@ pub struct Settings {
     /// Client credentials and grants; `None`: no client authentication
     /// (every request is served, as on a loopback-only gateway).
     pub clients: Option<Clients>,
+    /// Strict KMS mode: every new object's data key is made and unwrapped by
+    /// the KMS (`kms_strict` in the plugin JSON).
+    pub kms_strict: Option<StrictKms>,
 }
+
+pub const DEFAULT_KMS_CACHE_ENTRIES: usize = 1000;
+pub const MAX_KMS_CACHE_ENTRIES: usize = 100_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,6 +101,17 @@ struct RawConfig {
     /// Parsed by `policy::parse_clients`.
     clients: Option<serde_json::Value>,
     anonymous: Option<serde_json::Value>,
+    kms_strict: Option<RawStrict>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStrict {
+    id: Option<String>,
+    key_id: Option<String>,
+    cluster: Option<String>,
+    authority: Option<String>,
+    cache_entries: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -178,7 +195,12 @@ impl Staged {
         }
         let keks: Option<Vec<Kek>> = self.keys.into_iter().collect();
         let keks = keks.ok_or_else(|| err("keys", "a KMS-held key was not decrypted"))?;
-        let keyring = Keyring::new(keks, &self.write_key).ok_or_else(|| err("write_key", format!("no key with id {:?}", self.write_key)))?;
+        let keyring = if keks.is_empty() {
+            // Strict KMS mode without keys for older objects.
+            Keyring::empty()
+        } else {
+            Keyring::new(keks, &self.write_key).ok_or_else(|| err("write_key", format!("no key with id {:?}", self.write_key)))?
+        };
         Ok((self.settings)(keyring))
     }
 }
@@ -248,8 +270,12 @@ pub fn parse_staged(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result
         }
     };
 
+    let kms_strict = raw.kms_strict.as_ref().map(strict_kms).transpose()?;
+    if kms_strict.is_some() && backend.is_none() {
+        return Err(err("kms_strict", "needs \"backend\": CopyObject must look at the source's envelope"));
+    }
     let raw_keys = raw.keys.as_deref().unwrap_or_default();
-    if raw_keys.is_empty() {
+    if raw_keys.is_empty() && kms_strict.is_none() {
         return Err(err("keys", "at least one key is required"));
     }
     let mut keys: Vec<Option<Kek>> = Vec::with_capacity(raw_keys.len());
@@ -279,14 +305,19 @@ pub fn parse_staged(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result
 
     let write_key = match raw.write_key {
         Some(id) => id,
-        None if ids.len() == 1 => ids.first().cloned().unwrap_or_default(),
+        None if ids.len() <= 1 => ids.first().cloned().unwrap_or_default(),
         None => return Err(err("write_key", "required when more than one key is configured")),
     };
-    if !ids.contains(&write_key) {
+    if !ids.is_empty() && !ids.contains(&write_key) {
         return Err(err("write_key", format!("no key with id {write_key:?}")));
     }
-    let buckets = bucket_rules(raw.buckets.as_deref().unwrap_or_default(), &ids, &write_key, suite, chunk_size)?;
-    let settings = Box::new(move |keyring| Settings { keyring, suite, chunk_size, buckets, unencrypted_objects, addressing, backend, clients });
+    if let Some(strict) = &kms_strict {
+        if ids.contains(&strict.id) {
+            return Err(err("kms_strict.id", format!("{:?} is also the id of a key in \"keys\"; envelopes must name one or the other", strict.id)));
+        }
+    }
+    let buckets = bucket_rules(raw.buckets.as_deref().unwrap_or_default(), &ids, &write_key, suite, chunk_size, kms_strict.is_some())?;
+    let settings = Box::new(move |keyring| Settings { keyring, suite, chunk_size, buckets, unencrypted_objects, addressing, backend, clients, kms_strict });
     Ok(Staged { pending, keys, write_key, settings })
 }
 
@@ -294,7 +325,9 @@ fn cipher_named(field: &str, name: &str) -> Result<Suite, ConfigError> {
     Suite::from_name(name).ok_or_else(|| err(field, format!("unknown cipher {name:?}; use \"chacha20-poly1305\" or \"aes-256-gcm\"")))
 }
 
-fn bucket_rules(raw: &[RawBucketRule], key_ids: &[String], write_key: &str, suite: Suite, chunk_size: u32) -> Result<Vec<BucketRule>, ConfigError> {
+/// `strict`: in strict KMS mode the KMS makes every data key, so a rule
+/// picks a cipher or no encryption, not a key.
+fn bucket_rules(raw: &[RawBucketRule], key_ids: &[String], write_key: &str, suite: Suite, chunk_size: u32, strict: bool) -> Result<Vec<BucketRule>, ConfigError> {
     let mut rules = Vec::with_capacity(raw.len());
     for (i, rule) in raw.iter().enumerate() {
         let field = |name: &str| format!("buckets[{i}].{name}");
@@ -303,10 +336,12 @@ fn bucket_rules(raw: &[RawBucketRule], key_ids: &[String], write_key: &str, suit
             return Err(err(field("match"), "a bucket name or glob of A-Z a-z 0-9 . _ - with * and ?"));
         }
         let write = if rule.encrypt.unwrap_or(true) {
-            let key_id = rule.write_key.clone().unwrap_or_else(|| write_key.to_owned());
-            if !key_ids.contains(&key_id) {
-                return Err(err(field("write_key"), format!("no key with id {key_id:?}")));
-            }
+            let key_id = match &rule.write_key {
+                Some(_) if strict => return Err(err(field("write_key"), "with kms_strict the KMS makes every data key; a rule picks a cipher or \"encrypt\": false")),
+                Some(id) if !key_ids.contains(id) => return Err(err(field("write_key"), format!("no key with id {id:?}"))),
+                Some(id) => id.clone(),
+                None => write_key.to_owned(),
+            };
             let suite = match rule.cipher.as_deref() {
                 None => suite,
                 Some(name) => cipher_named(&field("cipher"), name)?,
@@ -350,6 +385,30 @@ fn kms_source(raw: &RawKms, field: &dyn Fn(&str) -> String) -> Result<KmsSource,
         return Err(err(field("kms.authority"), "must be host or host:port, without scheme or path"));
     }
     Ok(KmsSource { cluster, authority, ciphertext_blob, key_id: raw.key_id.clone(), encryption_context: raw.encryption_context.clone().unwrap_or_default() })
+}
+
+fn strict_kms(raw: &RawStrict) -> Result<StrictKms, ConfigError> {
+    let id = raw.id.clone().unwrap_or_else(|| "kms".into());
+    if !valid_key_id(&id) {
+        return Err(err("kms_strict.id", "1-64 characters from A-Z a-z 0-9 . _ -"));
+    }
+    let key_id = raw.key_id.clone().ok_or_else(|| err("kms_strict.key_id", "required: the KMS key (id, ARN or alias/...) that makes the data keys"))?;
+    if key_id.is_empty() || key_id.len() > 2048 || key_id.contains(char::is_whitespace) {
+        return Err(err("kms_strict.key_id", "must be a KMS key id, key ARN, alias name or alias ARN"));
+    }
+    let cluster = raw.cluster.clone().unwrap_or_else(|| "kms".into());
+    if cluster.is_empty() || cluster.contains(char::is_whitespace) {
+        return Err(err("kms_strict.cluster", "must name the Envoy cluster that reaches the KMS"));
+    }
+    let authority = raw.authority.clone().ok_or_else(|| err("kms_strict.authority", "required: the KMS endpoint's host, e.g. kms.eu-west-1.amazonaws.com"))?;
+    if authority.is_empty() || authority.contains('/') || authority.contains(char::is_whitespace) {
+        return Err(err("kms_strict.authority", "must be host or host:port, without scheme or path"));
+    }
+    let cache_entries = raw.cache_entries.unwrap_or(DEFAULT_KMS_CACHE_ENTRIES);
+    if !(1..=MAX_KMS_CACHE_ENTRIES).contains(&cache_entries) {
+        return Err(err("kms_strict.cache_entries", format!("must be from 1 to {MAX_KMS_CACHE_ENTRIES}")));
+    }
+    Ok(StrictKms { id, cluster, authority, key_id, cache_entries })
 }
 
 fn secret(value: &Option<String>, env_name: &Option<String>, field: &dyn Fn(&str) -> String, name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Zeroizing<String>>, ConfigError> {
@@ -505,6 +564,26 @@ mod tests {
         assert_eq!(field_of(&json), "keys[0].kms");
         assert_eq!(field_of(r#"{"keys":[{"id":"k","kms":{"authority":"h"}}]}"#), "keys[0].kms.ciphertext_blob");
         assert_eq!(field_of(r#"{"keys":[{"id":"k","kms":{"ciphertext_blob":"AQID"}}]}"#), "keys[0].kms.authority");
+    }
+
+    #[test]
+    fn kms_strict_is_validated_and_needs_no_keys() {
+        let backend = r#""backend":{"authority":"s3.local:9000"}"#;
+        let ok = format!(r#"{{"kms_strict":{{"key_id":"alias/s3crypt","authority":"kms.local:4566"}},{backend}}}"#);
+        let s = parse(ok.as_bytes(), &no_env).unwrap();
+        let strict = s.kms_strict.unwrap();
+        assert_eq!((strict.id.as_str(), strict.cluster.as_str(), strict.cache_entries), ("kms", "kms", 1000));
+        assert_eq!(s.keyring.active_id(), "");
+        assert_eq!(field_of(r#"{"kms_strict":{"key_id":"k","authority":"h"}}"#), "kms_strict");
+        assert_eq!(field_of(&format!(r#"{{"kms_strict":{{"authority":"h"}},{backend}}}"#)), "kms_strict.key_id");
+        assert_eq!(field_of(&format!(r#"{{"kms_strict":{{"key_id":"k"}},{backend}}}"#)), "kms_strict.authority");
+        assert_eq!(field_of(&format!(r#"{{"kms_strict":{{"key_id":"k","authority":"h","cache_entries":0}},{backend}}}"#)), "kms_strict.cache_entries");
+        assert_eq!(field_of(&format!(r#"{{"kms_strict":{{"key_id":"k","authority":"h","id":"a b"}},{backend}}}"#)), "kms_strict.id");
+        assert_eq!(field_of(&format!(r#"{{"kms_strict":{{"key_id":"k","authority":"h","bogus":1}},{backend}}}"#)), "configuration");
+        assert_eq!(field_of(&format!(r#"{{"keys":[{{"id":"kms","key_hex":"{HEX}"}}],"kms_strict":{{"key_id":"k","authority":"h"}},{backend}}}"#)), "kms_strict.id");
+        // Keys beside strict mode read older objects.
+        let with_keys = format!(r#"{{"keys":[{{"id":"old","key_hex":"{HEX}"}}],"kms_strict":{{"key_id":"k","authority":"h"}},{backend}}}"#);
+        assert_eq!(parse(with_keys.as_bytes(), &no_env).unwrap().keyring.active_id(), "old");
     }
 
     #[test]

@@ -10,8 +10,11 @@
 //!   it to the new key without moving its body.
 //! * `x-amz-copy-source-if-*` name ETags the client saw; the backend only
 //!   knows ciphertext ETags, so the gateway decides them itself.
+//! * A strict-KMS object's data key is bound by its encryption context to
+//!   its bucket and key: a copy elsewhere could never be read, so it is
+//!   refused (501); a copy onto itself (metadata REPLACE) keeps the envelope.
 
-use crate::envelope::{Envelope, Keyring, CHECKSUM_HEADER, METADATA_HEADER};
+use crate::envelope::{Envelope, Keyring, WrappedDek, CHECKSUM_HEADER, METADATA_HEADER};
 use crate::put::{header, HeaderEdits, Headers};
 use crate::read::{client_etag, Conditions, Precondition};
 use crate::s3::{percent_decode, uri_encode, S3Error};
@@ -77,10 +80,10 @@ pub fn plan_request(headers: &Headers) -> (HeaderEdits, PendingCopy) {
 }
 
 /// With the source's HEAD response: the edits that complete the copy request,
-/// and the source's envelope (for the response ETag).
-/// With `REPLACE`, the data key is re-wrapped under `write_key` (the
-/// destination bucket's).
-pub fn plan_after_head(pending: &PendingCopy, head: &Headers, keyring: &Keyring, write_key: &str) -> Result<(HeaderEdits, Option<Envelope>), S3Error> {
+/// and the source's envelope (for the response ETag). With `REPLACE`, the
+/// data key is re-wrapped under `write_key` (the destination bucket's).
+/// `same_object`: the copy's destination is its source.
+pub fn plan_after_head(pending: &PendingCopy, head: &Headers, keyring: &Keyring, write_key: &str, same_object: bool) -> Result<(HeaderEdits, Option<Envelope>), S3Error> {
     let status = header(head, ":status").unwrap_or_default();
     if status != "200" {
         // Let the backend answer the copy itself (NoSuchKey, AccessDenied...).
@@ -95,13 +98,21 @@ pub fn plan_after_head(pending: &PendingCopy, head: &Headers, keyring: &Keyring,
     if pending.conditions.evaluate(&etag, header(head, "last-modified")) != Precondition::Proceed {
         return Err(S3Error::new(412, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"));
     }
+    let kms_bound = envelope.as_ref().is_some_and(|e| matches!(e.wrapped_dek, WrappedDek::Kms(_)));
+    if kms_bound && !same_object {
+        return Err(S3Error::new(
+            501,
+            "NotImplemented",
+            "The source's data key is bound by the KMS to its own bucket and key (strict KMS mode), so a copy elsewhere could not be read. Download the object and upload it again.",
+        ));
+    }
     let mut edits = HeaderEdits::default();
     let mut envelope = envelope;
     if pending.replace_metadata {
         if header(head, METADATA_HEADER).is_some() {
             // A source the gateway cannot open stays unreadable: refuse rather than copy it blind.
             let source = envelope.as_ref().ok_or_else(|| crate::read::envelope_read_error(crate::envelope::EnvelopeError::Malformed))?;
-            let rewrapped = keyring.rewrap_under(write_key, source).map_err(crate::read::envelope_read_error)?;
+            let rewrapped = if kms_bound { source.clone() } else { keyring.rewrap_under(write_key, source).map_err(crate::read::envelope_read_error)? };
             edits.set.push((METADATA_HEADER.into(), rewrapped.encode()));
             envelope = Some(rewrapped);
         }
@@ -148,17 +159,23 @@ mod tests {
         let ring = Keyring::new(vec![Kek::new("new".into(), Zeroizing::new([2; 32])), Kek::new("old".into(), Zeroizing::new([1; 32]))], "new").unwrap();
         let head = h(&[(":status", "200"), ("etag", "\"abc\""), (METADATA_HEADER, &env.encode())]);
         let (_, pending) = plan_request(&h(&[("x-amz-metadata-directive", "REPLACE"), ("x-amz-copy-source-if-match", "\"nope\"")]));
-        assert_eq!(plan_after_head(&pending, &head, &ring, ring.active_id()).unwrap_err().status, 412);
+        assert_eq!(plan_after_head(&pending, &head, &ring, ring.active_id(), false).unwrap_err().status, 412);
         let (_, pending) = plan_request(&h(&[("x-amz-metadata-directive", "REPLACE")]));
-        let (edits, new_env) = plan_after_head(&pending, &head, &ring, ring.active_id()).unwrap();
+        let (edits, new_env) = plan_after_head(&pending, &head, &ring, ring.active_id(), false).unwrap();
         let (name, value) = edits.set.first().unwrap();
         assert_eq!(name, METADATA_HEADER);
         assert_eq!(Envelope::parse(value).unwrap().key_id, "new");
         assert_eq!(new_env.unwrap().key_id, "new");
         // A source envelope the gateway cannot open is not copied blind.
         let broken = h(&[(":status", "200"), ("etag", "\"abc\""), (METADATA_HEADER, "v=1;broken")]);
-        assert!(plan_after_head(&pending, &broken, &ring, ring.active_id()).is_err());
+        assert!(plan_after_head(&pending, &broken, &ring, ring.active_id(), false).is_err());
+        // A strict-KMS source: only onto itself, its envelope unchanged.
+        let kms_env = Envelope { wrapped_dek: WrappedDek::Kms(vec![1, 2]), key_id: "kms".into(), ..env.clone() };
+        let kms_head = h(&[(":status", "200"), ("etag", "\"abc\""), (METADATA_HEADER, &kms_env.encode())]);
+        assert_eq!(plan_after_head(&pending, &kms_head, &ring, ring.active_id(), false).unwrap_err().status, 501);
+        let (edits, _) = plan_after_head(&pending, &kms_head, &ring, ring.active_id(), true).unwrap();
+        assert!(edits.set.contains(&(METADATA_HEADER.to_string(), kms_env.encode())));
         // A missing source: the backend answers the copy.
-        assert_eq!(plan_after_head(&pending, &h(&[(":status", "404")]), &ring, ring.active_id()).unwrap().0, HeaderEdits::default());
+        assert_eq!(plan_after_head(&pending, &h(&[(":status", "404")]), &ring, ring.active_id(), false).unwrap().0, HeaderEdits::default());
     }
 }

@@ -55,6 +55,8 @@ pub enum EnvelopeError {
     UnwrapFailed(String),
     /// The operating system's random generator failed.
     RandomUnavailable,
+    /// The data key is wrapped by the KMS (`kms=`): only the KMS unwraps it.
+    KmsWrapped,
 }
 
 /// Key ids are short printable tokens that fit in HTTP headers and logs.
@@ -68,6 +70,16 @@ pub fn valid_chunk_size(size: u32) -> bool {
     size.is_power_of_two() && (MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&size)
 }
 
+/// How an object's data key is stored in its envelope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WrappedDek {
+    /// `w=`: wrapped under a configured KEK (XChaCha20-Poly1305, 72 bytes).
+    Kek([u8; WRAPPED_LEN]),
+    /// `kms=`: a KMS `CiphertextBlob` made by `GenerateDataKey` (strict mode),
+    /// bound by its encryption context to the bucket, key and envelope.
+    Kms(Vec<u8>),
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Envelope {
     pub suite: Suite,
@@ -75,19 +87,34 @@ pub struct Envelope {
     pub key_id: String,
     /// Plaintext length, when known at upload time (authenticated).
     pub plaintext_len: Option<u64>,
-    pub wrapped_dek: [u8; WRAPPED_LEN],
+    pub wrapped_dek: WrappedDek,
     /// MD5 of the plaintext, when the client sent Content-MD5 (for the ETag).
     pub plaintext_md5: Option<[u8; 16]>,
 }
 
 impl Envelope {
-    pub fn encode(&self) -> String {
+    /// The fields before the wrapped key: `v=1;s=..;c=..;k=..[;n=..]`. For a
+    /// KMS-wrapped key this is the `s3crypt` entry of its encryption context.
+    pub fn prefix(&self) -> String {
         let mut out = format!("v={};s={};c={};k={}", FORMAT_VERSION, self.suite.name(), self.chunk_size, self.key_id);
         if let Some(n) = self.plaintext_len {
             out.push_str(&format!(";n={n}"));
         }
-        out.push_str(";w=");
-        out.push_str(&URL_SAFE_NO_PAD.encode(self.wrapped_dek));
+        out
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = self.prefix();
+        match &self.wrapped_dek {
+            WrappedDek::Kek(wrapped) => {
+                out.push_str(";w=");
+                out.push_str(&URL_SAFE_NO_PAD.encode(wrapped));
+            }
+            WrappedDek::Kms(blob) => {
+                out.push_str(";kms=");
+                out.push_str(&URL_SAFE_NO_PAD.encode(blob));
+            }
+        }
         if let Some(md5) = self.plaintext_md5 {
             out.push_str(";e=");
             out.push_str(&hex::encode(md5));
@@ -113,8 +140,19 @@ impl Envelope {
             return Err(EnvelopeError::Malformed);
         }
         let plaintext_len = field("n").map(canonical_number).transpose()?;
-        let wrapped = URL_SAFE_NO_PAD.decode(field("w").ok_or(EnvelopeError::Malformed)?).map_err(|_| EnvelopeError::Malformed)?;
-        let wrapped_dek: [u8; WRAPPED_LEN] = wrapped.try_into().map_err(|_| EnvelopeError::Malformed)?;
+        let wrapped_dek = match field("w") {
+            Some(w) => {
+                let wrapped = URL_SAFE_NO_PAD.decode(w).map_err(|_| EnvelopeError::Malformed)?;
+                WrappedDek::Kek(wrapped.try_into().map_err(|_| EnvelopeError::Malformed)?)
+            }
+            None => {
+                let blob = URL_SAFE_NO_PAD.decode(field("kms").ok_or(EnvelopeError::Malformed)?).map_err(|_| EnvelopeError::Malformed)?;
+                if blob.is_empty() || blob.len() > crate::kms::MAX_BLOB_LEN {
+                    return Err(EnvelopeError::Malformed);
+                }
+                WrappedDek::Kms(blob)
+            }
+        };
         let plaintext_md5 = match field("e") {
             None => None,
             Some(hex_md5) => {
@@ -204,7 +242,7 @@ impl Kek {
     /// given nonce; `wrap` picks a random one.
     pub fn wrap_with_nonce(&self, dek: &[u8; KEY_LEN], envelope: &mut Envelope, nonce: [u8; WRAP_NONCE_LEN]) -> Result<(), EnvelopeError> {
         envelope.key_id.clone_from(&self.id);
-        envelope.wrapped_dek = self.wrap_raw(dek, &envelope.wrap_aad(), nonce)?;
+        envelope.wrapped_dek = WrappedDek::Kek(self.wrap_raw(dek, &envelope.wrap_aad(), nonce)?);
         Ok(())
     }
 
@@ -213,7 +251,10 @@ impl Kek {
     }
 
     pub fn unwrap_dek(&self, envelope: &Envelope) -> Result<Zeroizing<[u8; KEY_LEN]>, EnvelopeError> {
-        self.unwrap_raw(&envelope.wrapped_dek, &envelope.wrap_aad())
+        match &envelope.wrapped_dek {
+            WrappedDek::Kek(wrapped) => self.unwrap_raw(wrapped, &envelope.wrap_aad()),
+            WrappedDek::Kms(_) => Err(EnvelopeError::KmsWrapped),
+        }
     }
 }
 
@@ -230,6 +271,11 @@ pub struct Keyring {
 }
 
 impl Keyring {
+    /// No KEK at all (strict KMS mode without keys for older objects).
+    pub fn empty() -> Keyring {
+        Keyring { keys: Vec::new(), active: 0 }
+    }
+
     /// `active` must name one of `keys` (config validation guarantees it).
     pub fn new(keys: Vec<Kek>, active: &str) -> Option<Keyring> {
         let active = keys.iter().position(|k| k.id == active)?;
@@ -251,7 +297,7 @@ impl Keyring {
         let kek = self.key(key_id)?;
         let mut dek = Zeroizing::new([0u8; KEY_LEN]);
         random_bytes(dek.as_mut_slice()).map_err(|_| EnvelopeError::RandomUnavailable)?;
-        let mut envelope = Envelope { suite, chunk_size, key_id: kek.id.clone(), plaintext_len, wrapped_dek: [0; WRAPPED_LEN], plaintext_md5: None };
+        let mut envelope = Envelope { suite, chunk_size, key_id: kek.id.clone(), plaintext_len, wrapped_dek: WrappedDek::Kek([0; WRAPPED_LEN]), plaintext_md5: None };
         kek.wrap(&dek, &mut envelope)?;
         Ok((envelope, dek))
     }
@@ -272,6 +318,9 @@ impl Keyring {
 
     /// Unwraps an object's DEK with the KEK its envelope names.
     pub fn open(&self, envelope: &Envelope) -> Result<Zeroizing<[u8; KEY_LEN]>, EnvelopeError> {
+        if matches!(envelope.wrapped_dek, WrappedDek::Kms(_)) {
+            return Err(EnvelopeError::KmsWrapped);
+        }
         self.key(&envelope.key_id)?.unwrap_dek(envelope)
     }
 
@@ -341,6 +390,28 @@ mod tests {
         assert_eq!(ring.open(&env), Err(EnvelopeError::UnknownKeyId("nope".into())));
         env.key_id = "old".into();
         assert!(matches!(ring.open(&env), Err(EnvelopeError::UnwrapFailed(_))));
+    }
+
+    #[test]
+    fn kms_envelopes_round_trip_and_never_open_with_a_kek() {
+        let env = Envelope {
+            suite: Suite::ChaCha20Poly1305,
+            chunk_size: 65_536,
+            key_id: "kms".into(),
+            plaintext_len: Some(5),
+            wrapped_dek: WrappedDek::Kms(vec![1, 2, 3, 250]),
+            plaintext_md5: None,
+        };
+        assert_eq!(env.encode(), "v=1;s=chacha20-poly1305;c=65536;k=kms;n=5;kms=AQID-g");
+        assert_eq!(env.prefix(), "v=1;s=chacha20-poly1305;c=65536;k=kms;n=5");
+        assert_eq!(Envelope::parse(&env.encode()).unwrap(), env);
+        let ring = Keyring::new(vec![Kek::new("kms".into(), Zeroizing::new([1; 32]))], "kms").unwrap();
+        assert_eq!(ring.open(&env), Err(EnvelopeError::KmsWrapped));
+        for bad in ["v=1;s=chacha20-poly1305;c=65536;k=kms;kms=", "v=1;s=chacha20-poly1305;c=65536;k=kms;kms=AQID;w=AQID", "v=1;s=chacha20-poly1305;c=65536;k=kms;w=AQID"] {
+            assert_eq!(Envelope::parse(bad), Err(EnvelopeError::Malformed), "{bad}");
+        }
+        let long = format!("v=1;s=chacha20-poly1305;c=65536;k=kms;kms={}", URL_SAFE_NO_PAD.encode([7u8; 1025]));
+        assert_eq!(Envelope::parse(&long), Err(EnvelopeError::Malformed));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 use crate::config::{self, BucketWrite, Settings};
 use crate::copy;
 use crate::{auth, sigv4};
-use crate::envelope::{Envelope, CHECKSUM_HEADER, METADATA_HEADER};
+use crate::envelope::{Envelope, WrappedDek, CHECKSUM_HEADER, METADATA_HEADER};
+use crate::kms::{self, DekCache, KmsError, StrictKms};
 use crate::multipart::{self, BodyRewrite, PendingUpload};
 use crate::host::{self, HostError};
 use crate::put::{self, header, HeaderEdits, Upload};
@@ -14,6 +15,8 @@ use crate::read::{self, BodyPlan, ReadRequest};
 use crate::s3::{self, Operation, RequestLine, S3Error};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 proxy_wasm::main! {{
@@ -32,6 +35,10 @@ struct Metrics {
     requests_refused: Option<u32>,
     auth_denied: Option<u32>,
     auth_allowed: Option<u32>,
+    /// Strict KMS mode: calls made, data keys found in the cache, failed calls.
+    kms_calls: Option<u32>,
+    kms_cache_hits: Option<u32>,
+    kms_failures: Option<u32>,
     /// One counter per S3 error code the filter answers with, made on first use.
     by_code: std::cell::RefCell<Vec<(&'static str, Option<u32>)>>,
 }
@@ -48,6 +55,9 @@ impl Metrics {
             requests_refused: counter("s3crypt_requests_refused"),
             auth_denied: counter("s3crypt_requests_denied"),
             auth_allowed: counter("s3crypt_requests_allowed"),
+            kms_calls: counter("s3crypt_kms_calls"),
+            kms_cache_hits: counter("s3crypt_kms_cache_hits"),
+            kms_failures: counter("s3crypt_kms_failures"),
             by_code: std::cell::RefCell::new(Vec::new()),
         }
     }
@@ -79,6 +89,8 @@ struct Root {
     staged: Option<config::Staged>,
     decrypted: Vec<(usize, zeroize::Zeroizing<[u8; crate::cipher::KEY_LEN]>)>,
     kms_calls: Vec<(u32, usize)>,
+    /// Strict KMS mode: the data keys this VM unwrapped, shared by its requests.
+    kms_cache: Option<Rc<RefCell<DekCache>>>,
 }
 
 /// How often KMS calls that failed are tried again (requests are refused meanwhile).
@@ -113,6 +125,10 @@ impl Root {
         match settings.clients.as_ref() {
             Some(clients) => host::log(host::LOG_INFO, &format!("client authentication on: {} access keys", clients.len())),
             None => host::log(host::LOG_WARN, "no \"clients\" configured: every request is served without authentication; keep the listener private"),
+        }
+        if let Some(strict) = settings.kms_strict.as_ref() {
+            host::log(host::LOG_INFO, &format!("strict KMS mode: data keys from KMS key {:?} through cluster {:?}, {} cached per VM", strict.key_id, strict.cluster, strict.cache_entries));
+            self.kms_cache = Some(Rc::new(RefCell::new(DekCache::new(strict.cache_entries))));
         }
         self.settings = Some(Rc::new(settings));
     }
@@ -200,11 +216,34 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Exchange { settings: self.settings.clone(), metrics: self.metrics.clone(), ..Exchange::default() }))
+        Some(Box::new(Exchange { settings: self.settings.clone(), metrics: self.metrics.clone(), kms_cache: self.kms_cache.clone(), ..Exchange::default() }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
+    }
+}
+
+/// How long a request waits for the KMS in strict mode.
+const KMS_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A strict-KMS call in flight and what its answer completes. The request
+/// (or response) headers are held meanwhile, and so are body pieces: they
+/// stay in Envoy's buffer until the key is known.
+enum KmsWait {
+    /// PutObject: `GenerateDataKey`, then the upload goes on under that key.
+    Put { claims: put::BodyClaims, envelope: Envelope, context: BTreeMap<String, String>, ended_at_headers: bool },
+    /// CreateMultipartUpload: `GenerateDataKey`; its blob goes in the upload id.
+    Create { envelope: Envelope, context: BTreeMap<String, String> },
+    /// UploadPart whose data key is not cached: `Decrypt` of the upload id's blob.
+    Part { claims: put::BodyClaims, id: crate::upload_id::ClientUploadId, part: u32, cache_id: [u8; 32], ended_at_headers: bool },
+    /// GET/HEAD whose data key is not cached: `Decrypt` before the response goes on.
+    Read { cache_id: [u8; 32] },
+}
+
+impl KmsWait {
+    fn holds_request(&self) -> bool {
+        !matches!(self, KmsWait::Read { .. })
     }
 }
 
@@ -262,6 +301,26 @@ struct Exchange {
     plaintext_bytes: u64,
     /// A local reply or reset was sent: ignore the rest of the stream.
     finished: bool,
+    /// Strict KMS mode: the VM's data-key cache, and the call in flight.
+    kms_cache: Option<Rc<RefCell<DekCache>>>,
+    kms_wait: Option<KmsWait>,
+    /// The request's bucket and key, named in KMS encryption contexts.
+    object: (String, String),
+    /// Body bytes Envoy buffered for the filter while the headers wait for
+    /// the KMS (request, response), and whether the body ended among them.
+    /// Only with `allow_on_headers_stop_iteration: true`: otherwise Envoy
+    /// holds the body itself, with flow control, until the headers go on.
+    kms_held: usize,
+    body_ended: bool,
+    kms_held_response: usize,
+    response_ended: bool,
+    /// CopyObject onto its own source.
+    copy_onto_itself: bool,
+}
+
+/// A strict-KMS envelope for a new object, its key not made yet.
+fn kms_envelope(strict: &StrictKms, suite: crate::cipher::Suite, chunk_size: u32, plaintext_len: Option<u64>) -> Envelope {
+    Envelope { suite, chunk_size, key_id: strict.id.clone(), plaintext_len, wrapped_dek: WrappedDek::Kms(Vec::new()), plaintext_md5: None }
 }
 
 fn host_error(e: HostError) -> S3Error {
@@ -296,6 +355,19 @@ fn request_id() -> String {
 impl Context for Exchange {
     fn on_http_call_response(&mut self, _token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
         if self.finished {
+            return;
+        }
+        if let Some(wait) = self.kms_wait.take() {
+            let request_side = wait.holds_request();
+            if let Err(e) = self.kms_answered(wait, body_size) {
+                // Nothing Envoy holds may leave.
+                let _ = if request_side {
+                    host::set_buffer(host::REQUEST_BODY, 0, std::mem::take(&mut self.kms_held), &[])
+                } else {
+                    host::set_buffer(host::RESPONSE_BODY, 0, std::mem::take(&mut self.kms_held_response), &[])
+                };
+                self.refuse(e);
+            }
             return;
         }
         let result = if self.layout.is_some() { self.layout_page(body_size) } else { self.copy_source_checked() };
@@ -446,6 +518,7 @@ impl Exchange {
         };
         let operation = s3::classify(&line, &s3::Addressing::default());
         self.operation = Some(operation);
+        self.object = auth::bucket_and_key(path);
 
         // What it may do: deny by default, every decision audited.
         if let Some(clients) = settings.clients.as_ref() {
@@ -501,6 +574,14 @@ impl Exchange {
                 self.start_upload(upload, end_of_stream)?;
             }
             Operation::PutObject => {
+                if let Some(strict) = settings.kms_strict.as_ref() {
+                    let claims = put::put_claims(&headers, chunk_signatures())?;
+                    let envelope = kms_envelope(strict, write.suite, write.chunk_size, Some(claims.length()));
+                    let context = kms::object_context(&self.object.0, &self.object.1, &envelope.prefix());
+                    self.ask_kms(strict, kms::generate_data_key_request(strict, &context))?;
+                    self.kms_wait = Some(KmsWait::Put { claims, envelope, context, ended_at_headers: end_of_stream });
+                    return Ok(Action::Pause);
+                }
                 let (edits, upload, envelope) = put::plan(&headers, &settings, &write, chunk_signatures())?;
                 apply(host::REQUEST_HEADERS, &edits)?;
                 self.stored = Some(envelope);
@@ -520,12 +601,24 @@ impl Exchange {
                 let (backend_path, id) = multipart::backend_path(path);
                 let id = id.ok_or_else(|| S3Error::new(404, "NoSuchUpload", "The specified upload does not exist: it was not started through the encryption gateway."))?;
                 let part = multipart::part_number(path)?;
+                if id.kms_blob().is_some() {
+                    let claims = put::part_claims(&headers, part, chunk_signatures())?;
+                    host::set_header(host::REQUEST_HEADERS, ":path", &backend_path).map_err(host_error)?;
+                    return self.start_kms_part(&settings, claims, id, part, end_of_stream);
+                }
                 let (edits, upload) = put::plan_part(&headers, &settings, &id, part, chunk_signatures())?;
                 host::set_header(host::REQUEST_HEADERS, ":path", &backend_path).map_err(host_error)?;
                 apply(host::REQUEST_HEADERS, &edits)?;
                 self.start_upload(upload, end_of_stream)?;
             }
             Operation::CreateMultipartUpload => {
+                if let Some(strict) = settings.kms_strict.as_ref() {
+                    let envelope = kms_envelope(strict, write.suite, write.chunk_size, None);
+                    let context = kms::object_context(&self.object.0, &self.object.1, &envelope.prefix());
+                    self.ask_kms(strict, kms::generate_data_key_request(strict, &context))?;
+                    self.kms_wait = Some(KmsWait::Create { envelope, context });
+                    return Ok(Action::Pause);
+                }
                 let (edits, pending) = multipart::plan_create(&settings, &write)?;
                 apply(host::REQUEST_HEADERS, &edits)?;
                 self.pending_upload = Some(pending);
@@ -591,6 +684,7 @@ impl Exchange {
         };
         let source = header(headers, "x-amz-copy-source").and_then(copy::source).ok_or_else(|| S3Error::new(400, "InvalidArgument", "Copy Source must mention the source bucket and key: sourcebucket/sourcekey."))?;
         let head = copy::head_request(backend, &source.0, &source.1, source.2.as_deref());
+        self.copy_onto_itself = (source.0.as_str(), source.1.as_str()) == (self.object.0.as_str(), self.object.1.as_str());
         apply(host::REQUEST_HEADERS, &edits)?;
         host::dispatch(&backend.cluster, &head, std::time::Duration::from_secs(15)).map_err(|e| S3Error::new(503, "ServiceUnavailable", format!("cannot reach the backend cluster {:?} (status {})", backend.cluster, e.0)))?;
         self.pending_copy = Some(pending);
@@ -625,7 +719,7 @@ impl Exchange {
         let pending = self.pending_copy.take().ok_or_else(|| S3Error::new(500, "InternalError", "unexpected callout"))?;
         let head = host::get_headers(host::CALL_RESPONSE_HEADERS).map_err(host_error)?;
         let settings = self.settings.clone().ok_or_else(|| S3Error::new(503, "ServiceUnavailable", "not configured"))?;
-        let (edits, envelope) = copy::plan_after_head(&pending, &head, &settings.keyring, &self.copy_write_key)?;
+        let (edits, envelope) = copy::plan_after_head(&pending, &head, &settings.keyring, &self.copy_write_key, self.copy_onto_itself)?;
         apply(host::REQUEST_HEADERS, &edits)?;
         self.stored = envelope;
         self.copy_checked = true;
@@ -668,7 +762,7 @@ impl Exchange {
         self.out.clear();
         self.out.append(&mut self.withheld);
         match (self.request_rewrite.as_mut(), self.settings.as_ref()) {
-            (Some(rewrite), Some(settings)) => rewrite.push(&data, end_of_stream, &mut self.out, settings.keyring.active().map_err(put::envelope_error)?)?,
+            (Some(rewrite), Some(settings)) => rewrite.push(&data, end_of_stream, &mut self.out, settings.keyring.active().ok())?,
             _ => self.out.extend_from_slice(&data),
         }
         if !end_of_stream {
@@ -738,6 +832,14 @@ impl Exchange {
     }
 
     fn request_body(&mut self, body_size: usize, end_of_stream: bool) -> Result<Action, S3Error> {
+        if self.kms_wait.as_ref().is_some_and(KmsWait::holds_request) {
+            // Held in Envoy's buffer (body_size is all of it) until the key
+            // is known: a Continue here would release the held headers.
+            // Past Envoy's buffer limit the client gets 413, nothing stored.
+            self.kms_held = body_size;
+            self.body_ended = end_of_stream;
+            return Ok(Action::Pause);
+        }
         if self.body_check.is_some() || self.delete_check.is_some() || self.request_rewrite.is_some() || self.awaiting_backend() {
             return self.passed_body(body_size, end_of_stream);
         }
@@ -759,6 +861,139 @@ impl Exchange {
         }
         host::set_buffer(host::REQUEST_BODY, 0, body_size, &self.out).map_err(host_error)?;
         Ok(Action::Continue)
+    }
+
+    /// Plans a GET/HEAD response from its headers (`kms_dek`: the data key
+    /// of a strict-KMS object) and applies the header edits.
+    fn plan_read(&mut self, headers: &[(String, String)], kms_dek: Option<&[u8; crate::cipher::KEY_LEN]>) -> Result<(), S3Error> {
+        let settings = self.settings.clone().ok_or_else(|| S3Error::new(503, "ServiceUnavailable", "not configured"))?;
+        let request = self.read.as_ref().ok_or_else(|| S3Error::new(500, "InternalError", "no read request"))?;
+        let plan = read::plan_response(headers, request, &settings, kms_dek).inspect_err(|e| {
+            if e.status == 403 || e.code == "InternalError" {
+                Metrics::add(self.metrics.auth_failures, 1);
+            }
+        })?;
+        if let Some(status) = plan.status {
+            host::set_header(host::RESPONSE_HEADERS, ":status", &status.to_string()).map_err(host_error)?;
+        }
+        apply(host::RESPONSE_HEADERS, &plan.edits)?;
+        if matches!(plan.body, BodyPlan::Decrypt { .. }) {
+            Metrics::add(self.metrics.objects_decrypted, 1);
+        }
+        self.body = Some(plan.body);
+        Ok(())
+    }
+
+    /// Sends one KMS call (headers, body) through the KMS cluster.
+    fn ask_kms(&self, strict: &StrictKms, (headers, body): (Vec<(String, String)>, Vec<u8>)) -> Result<(), S3Error> {
+        Metrics::add(self.metrics.kms_calls, 1);
+        host::dispatch_with_body(&strict.cluster, &headers, &body, KMS_CALL_TIMEOUT).map(|_| ()).map_err(|e| {
+            Metrics::add(self.metrics.kms_failures, 1);
+            host::log(host::LOG_WARN, &format!("cannot call the KMS cluster {:?} (status {})", strict.cluster, e.0));
+            S3Error::new(503, "ServiceUnavailable", "The gateway cannot reach its KMS; nothing was stored or read. Retry later.")
+        })
+    }
+
+    fn cached_key(&self, cache_id: &[u8; 32]) -> Option<zeroize::Zeroizing<[u8; crate::cipher::KEY_LEN]>> {
+        let key = self.kms_cache.as_ref()?.try_borrow_mut().ok()?.get(cache_id)?;
+        Metrics::add(self.metrics.kms_cache_hits, 1);
+        Some(key)
+    }
+
+    fn cache_key(&self, cache_id: [u8; 32], key: &[u8; crate::cipher::KEY_LEN]) {
+        if let Some(mut cache) = self.kms_cache.as_ref().and_then(|c| c.try_borrow_mut().ok()) {
+            cache.insert(cache_id, key);
+        }
+    }
+
+    fn kms_error(&self, e: KmsError) -> S3Error {
+        Metrics::add(self.metrics.kms_failures, 1);
+        host::log(host::LOG_WARN, &format!("{} {}: {e}", self.operation.map(|o| format!("{o:?}")).unwrap_or_default(), self.resource));
+        kms::s3_error(&e)
+    }
+
+    /// UploadPart of a strict-KMS upload: its data key from the cache, or
+    /// from the KMS (`Decrypt` of the blob in the upload id).
+    fn start_kms_part(&mut self, settings: &Settings, claims: put::BodyClaims, id: crate::upload_id::ClientUploadId, part: u32, end_of_stream: bool) -> Result<Action, S3Error> {
+        let strict = settings
+            .kms_strict
+            .as_ref()
+            .ok_or_else(|| S3Error::new(500, "InternalError", "The upload was started in strict KMS mode, and this gateway has no \"kms_strict\" setting to get its key."))?;
+        let blob = id.kms_blob().unwrap_or_default().to_vec();
+        let envelope = kms_envelope(strict, id.suite, id.chunk_size, None);
+        let context = kms::object_context(&self.object.0, &self.object.1, &envelope.prefix());
+        let cache_id = kms::cache_id(&context, &blob);
+        if let Some(dek) = self.cached_key(&cache_id) {
+            return self.kms_part_ready(claims, &id, part, &dek, end_of_stream).map(|()| Action::Continue);
+        }
+        self.ask_kms(strict, kms::decrypt_blob_request(strict, &blob, &context))?;
+        self.kms_wait = Some(KmsWait::Part { claims, id, part, cache_id, ended_at_headers: end_of_stream });
+        Ok(Action::Pause)
+    }
+
+    fn kms_part_ready(&mut self, claims: put::BodyClaims, id: &crate::upload_id::ClientUploadId, part: u32, dek: &[u8; crate::cipher::KEY_LEN], end_of_stream: bool) -> Result<(), S3Error> {
+        id.check_kms_dek(dek).map_err(|_| S3Error::new(404, "NoSuchUpload", "The specified upload does not exist: its id does not match the key the gateway gave it."))?;
+        let (edits, upload) = put::segment(claims, dek, id.suite, id.chunk_size, part)?;
+        apply(host::REQUEST_HEADERS, &edits)?;
+        self.start_upload(upload, end_of_stream)
+    }
+
+    /// The KMS answered: finish what waited for it, then let the held
+    /// headers (and body pieces) go on.
+    fn kms_answered(&mut self, wait: KmsWait, body_size: usize) -> Result<(), S3Error> {
+        let status = host::get_headers(host::CALL_RESPONSE_HEADERS).ok().and_then(|h| header(&h, ":status").and_then(|s| s.parse().ok())).unwrap_or(0);
+        // The answer holds a data key (base64): wiped when dropped.
+        let body = zeroize::Zeroizing::new(host::get_buffer(host::CALL_RESPONSE_BODY, 0, body_size).unwrap_or_default());
+        match wait {
+            KmsWait::Put { claims, mut envelope, context, ended_at_headers } => {
+                let (dek, blob) = kms::generate_data_key_response(status, &body).map_err(|e| self.kms_error(e))?;
+                self.cache_key(kms::cache_id(&context, &blob), &dek);
+                envelope.wrapped_dek = WrappedDek::Kms(blob);
+                let (edits, upload, envelope) = put::plan_with_key(claims, envelope, &dek)?;
+                apply(host::REQUEST_HEADERS, &edits)?;
+                self.stored = Some(envelope);
+                self.start_upload(upload, ended_at_headers)?;
+                self.release_held_request()
+            }
+            KmsWait::Create { mut envelope, context } => {
+                let (dek, blob) = kms::generate_data_key_response(status, &body).map_err(|e| self.kms_error(e))?;
+                self.cache_key(kms::cache_id(&context, &blob), &dek);
+                envelope.wrapped_dek = WrappedDek::Kms(blob);
+                let (edits, pending) = multipart::plan_create_kms(&envelope, &dek);
+                apply(host::REQUEST_HEADERS, &edits)?;
+                self.pending_upload = Some(pending);
+                self.release_held_request()
+            }
+            KmsWait::Part { claims, id, part, cache_id, ended_at_headers } => {
+                let dek = kms::decrypt_blob_response(status, &body).map_err(|e| self.kms_error(e))?;
+                self.kms_part_ready(claims, &id, part, &dek, ended_at_headers)?;
+                self.cache_key(cache_id, &dek);
+                self.release_held_request()
+            }
+            KmsWait::Read { cache_id } => {
+                let dek = kms::decrypt_blob_response(status, &body).map_err(|e| self.kms_error(e))?;
+                self.cache_key(cache_id, &dek);
+                let headers = host::get_headers(host::RESPONSE_HEADERS).map_err(host_error)?;
+                self.plan_read(&headers, Some(&dek))?;
+                let held = std::mem::take(&mut self.kms_held_response);
+                if held > 0 || self.response_ended {
+                    // Decrypted in place. The response has not started: a
+                    // failure is still a clean S3 error.
+                    self.response_body(held, self.response_ended).map_err(|why| S3Error::new(500, "InternalError", format!("The stored object failed the gateway's integrity check: {why}.")))?;
+                }
+                host::resume_response().map_err(host_error)
+            }
+        }
+    }
+
+    /// Encrypts (or checks) the body pieces Envoy held while the KMS was
+    /// asked, in place, then lets the request go on.
+    fn release_held_request(&mut self) -> Result<(), S3Error> {
+        let held = std::mem::take(&mut self.kms_held);
+        if held > 0 || self.body_ended {
+            self.request_body(held, self.body_ended)?;
+        }
+        self.resume_held_request()
     }
 
     fn response_headers(&mut self) -> Result<Action, S3Error> {
@@ -803,23 +1038,26 @@ impl Exchange {
                 host::remove_header(host::RESPONSE_HEADERS, "content-md5").map_err(host_error)?;
             }
             Some(Operation::GetObject) | Some(Operation::HeadObject) => {
-                let Some(request) = self.read.as_ref() else {
+                if self.read.is_none() {
                     return Ok(Action::Continue);
-                };
+                }
                 let headers = host::get_headers(host::RESPONSE_HEADERS).map_err(host_error)?;
-                let plan = read::plan_response(&headers, request, &settings).inspect_err(|e| {
-                    if e.status == 403 || e.code == "InternalError" {
-                        Metrics::add(self.metrics.auth_failures, 1);
+                let mut kms_dek = None;
+                if let (Some(envelope), Some(strict)) = (read::kms_envelope(&headers), settings.kms_strict.as_ref()) {
+                    if let WrappedDek::Kms(blob) = &envelope.wrapped_dek {
+                        let context = kms::object_context(&self.object.0, &self.object.1, &envelope.prefix());
+                        let cache_id = kms::cache_id(&context, blob);
+                        match self.cached_key(&cache_id) {
+                            Some(dek) => kms_dek = Some(dek),
+                            None => {
+                                self.ask_kms(strict, kms::decrypt_blob_request(strict, blob, &context))?;
+                                self.kms_wait = Some(KmsWait::Read { cache_id });
+                                return Ok(Action::Pause);
+                            }
+                        }
                     }
-                })?;
-                if let Some(status) = plan.status {
-                    host::set_header(host::RESPONSE_HEADERS, ":status", &status.to_string()).map_err(host_error)?;
                 }
-                apply(host::RESPONSE_HEADERS, &plan.edits)?;
-                if matches!(plan.body, BodyPlan::Decrypt { .. }) {
-                    Metrics::add(self.metrics.objects_decrypted, 1);
-                }
-                self.body = Some(plan.body);
+                self.plan_read(&headers, kms_dek.as_deref())?;
             }
             _ => {}
         }
@@ -827,14 +1065,19 @@ impl Exchange {
     }
 
     fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> Result<Action, String> {
+        if matches!(self.kms_wait, Some(KmsWait::Read { .. })) {
+            self.kms_held_response = body_size;
+            self.response_ended = end_of_stream;
+            return Ok(Action::Pause);
+        }
         if let (Some(rewrite), Some(settings)) = (self.response_rewrite.as_mut(), self.settings.as_ref()) {
             let data = host::get_buffer(host::RESPONSE_BODY, 0, body_size).map_err(|e| format!("host status {}", e.0))?;
             self.out.clear();
+            // Strict KMS uploads name no KEK: their ids carry the KMS blob.
             let kek = match rewrite.sealing_key_id() {
-                Some(id) => settings.keyring.key(id),
-                None => settings.keyring.active(),
-            }
-            .map_err(|e| format!("{e:?}"))?;
+                Some(id) => settings.keyring.key(id).ok(),
+                None => settings.keyring.active().ok(),
+            };
             rewrite.push(&data, end_of_stream, &mut self.out, kek).map_err(|e| e.message)?;
             host::set_buffer(host::RESPONSE_BODY, 0, body_size, &self.out).map_err(|e| format!("host status {}", e.0))?;
             return Ok(Action::Continue);

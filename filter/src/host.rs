@@ -178,6 +178,10 @@ pub fn resume_request() -> Result<(), HostError> {
     check(unsafe { proxy_continue_stream(STREAM_HTTP_REQUEST) })
 }
 
+pub fn resume_response() -> Result<(), HostError> {
+    check(unsafe { proxy_continue_stream(STREAM_HTTP_RESPONSE) })
+}
+
 /// An HTTP call to an Envoy cluster. This one goes through the SDK, which
 /// must register the call to route its response back to this context; the
 /// SDK returns the statuses Envoy can give (Ok, BadArgument, InternalFailure)

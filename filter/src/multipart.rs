@@ -3,7 +3,7 @@
 
 use crate::cipher::{Suite, KEY_LEN};
 use crate::config::{Settings, WriteSpec};
-use crate::envelope::{Kek, METADATA_HEADER};
+use crate::envelope::{Envelope, Kek, WrappedDek, METADATA_HEADER};
 use crate::put::{envelope_error, plaintext_integrity_headers, HeaderEdits};
 use crate::read::opaque_etag;
 use crate::s3::{query_param, replace_query_param, xml_escape, S3Error};
@@ -21,6 +21,8 @@ pub struct PendingUpload {
     chunk_size: u32,
     /// The KEK that seals the upload id (the envelope's).
     key_id: String,
+    /// Strict KMS mode: the data key's `CiphertextBlob` goes in the upload id.
+    kms_blob: Option<Vec<u8>>,
 }
 
 impl PendingUpload {
@@ -36,7 +38,19 @@ pub fn plan_create(settings: &Settings, write: &WriteSpec) -> Result<(HeaderEdit
     let (envelope, dek) = settings.keyring.new_object_under(&write.key_id, write.suite, write.chunk_size, None).map_err(envelope_error)?;
     let mut edits = HeaderEdits { remove: plaintext_integrity_headers(), set: Vec::new() };
     edits.set.push((METADATA_HEADER.into(), envelope.encode()));
-    Ok((edits, PendingUpload { dek, suite: write.suite, chunk_size: write.chunk_size, key_id: write.key_id.clone() }))
+    Ok((edits, PendingUpload { dek, suite: write.suite, chunk_size: write.chunk_size, key_id: write.key_id.clone(), kms_blob: None }))
+}
+
+/// CreateMultipartUpload in strict KMS mode, once the KMS made the data key:
+/// `envelope` carries its `CiphertextBlob`.
+pub fn plan_create_kms(envelope: &Envelope, dek: &[u8; KEY_LEN]) -> (HeaderEdits, PendingUpload) {
+    let mut edits = HeaderEdits { remove: plaintext_integrity_headers(), set: Vec::new() };
+    edits.set.push((METADATA_HEADER.into(), envelope.encode()));
+    let kms_blob = match &envelope.wrapped_dek {
+        WrappedDek::Kms(blob) => Some(blob.clone()),
+        WrappedDek::Kek(_) => None,
+    };
+    (edits, PendingUpload { dek: Zeroizing::new(*dek), suite: envelope.suite, chunk_size: envelope.chunk_size, key_id: envelope.key_id.clone(), kms_blob })
 }
 
 /// Requests naming an upload: the client's id becomes the backend's in the
@@ -201,7 +215,9 @@ impl BodyRewrite {
     }
 
     /// Rewrites one body piece into `out`.
-    pub fn push(&mut self, data: &[u8], end: bool, out: &mut Vec<u8>, kek: &Kek) -> Result<(), S3Error> {
+    /// `kek`: the KEK `sealing_key_id` names (else the active one), which
+    /// seals new upload ids outside strict KMS mode.
+    pub fn push(&mut self, data: &[u8], end: bool, out: &mut Vec<u8>, kek: Option<&Kek>) -> Result<(), S3Error> {
         let mut failure = None;
         let kind = &self.kind;
         let mut rewrite = |tag: &str, record: &str| -> Option<String> {
@@ -212,7 +228,12 @@ impl BodyRewrite {
                         // No upload to name: left as the backend sent it.
                         return None;
                     }
-                    match upload_id::seal(kek, &p.dek, p.suite, p.chunk_size, &backend_id) {
+                    let sealed = match (&p.kms_blob, kek) {
+                        (Some(blob), _) => Ok(upload_id::seal_kms(&p.dek, blob, p.suite, p.chunk_size, &backend_id)),
+                        (None, Some(kek)) => upload_id::seal(kek, &p.dek, p.suite, p.chunk_size, &backend_id),
+                        (None, None) => Err(crate::envelope::EnvelopeError::UnknownKeyId(String::new())),
+                    };
+                    match sealed {
                         Ok(id) => Some(replace_element_text(record, "UploadId", &xml_escape(&id))),
                         Err(e) => {
                             failure = Some(envelope_error(e));
@@ -291,21 +312,36 @@ mod tests {
     fn run(mut rw: BodyRewrite, body: &str, ring: &Keyring) -> String {
         let mut out = Vec::new();
         let (a, b) = body.split_at(body.len() / 2);
-        rw.push(a.as_bytes(), false, &mut out, ring.active().unwrap()).unwrap();
-        rw.push(b.as_bytes(), true, &mut out, ring.active().unwrap()).unwrap();
+        rw.push(a.as_bytes(), false, &mut out, ring.active().ok()).unwrap();
+        rw.push(b.as_bytes(), true, &mut out, ring.active().ok()).unwrap();
         String::from_utf8(out).unwrap()
     }
 
     #[test]
     fn created_upload_id_carries_the_data_key() {
         let ring = ring();
-        let pending = PendingUpload { dek: Zeroizing::new([7; 32]), suite: Suite::ChaCha20Poly1305, chunk_size: 65_536, key_id: "main".into() };
+        let pending = PendingUpload { dek: Zeroizing::new([7; 32]), suite: Suite::ChaCha20Poly1305, chunk_size: 65_536, key_id: "main".into(), kms_blob: None };
         let body = "<InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key><UploadId>backend-1</UploadId></InitiateMultipartUploadResult>";
         let out = run(BodyRewrite::created(pending), body, &ring);
         let client_id = element_text(&out, "UploadId").unwrap();
         let (path, parsed) = backend_path(&format!("/b/k?partNumber=3&uploadId={client_id}"));
         assert_eq!(path, "/b/k?partNumber=3&uploadId=backend-1");
         assert_eq!(*parsed.unwrap().open(&ring).unwrap(), [7; 32]);
+    }
+
+    #[test]
+    fn created_kms_upload_id_carries_the_blob() {
+        let envelope = Envelope { suite: Suite::ChaCha20Poly1305, chunk_size: 65_536, key_id: "kms".into(), plaintext_len: None, wrapped_dek: WrappedDek::Kms(vec![4, 5, 6]), plaintext_md5: None };
+        let (edits, pending) = plan_create_kms(&envelope, &[7; 32]);
+        assert!(edits.set.contains(&(METADATA_HEADER.to_string(), envelope.encode())));
+        let body = "<InitiateMultipartUploadResult><UploadId>backend-1</UploadId></InitiateMultipartUploadResult>";
+        let mut out = Vec::new();
+        BodyRewrite::created(pending).push(body.as_bytes(), true, &mut out, None).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let (_, parsed) = backend_path(&format!("/b/k?partNumber=1&uploadId={}", element_text(&out, "UploadId").unwrap()));
+        let parsed = parsed.unwrap();
+        assert_eq!(parsed.kms_blob(), Some(&[4u8, 5, 6][..]));
+        assert!(parsed.check_kms_dek(&[7; 32]).is_ok());
     }
 
     #[test]

@@ -151,7 +151,7 @@ pub fn envelope_error(e: EnvelopeError) -> S3Error {
 }
 
 /// What a single-request upload body must match, from its headers.
-struct BodyClaims {
+pub struct BodyClaims {
     length: u64,
     digests: PlaintextDigests,
     plaintext_md5: Option<[u8; 16]>,
@@ -218,8 +218,15 @@ fn body_claims(headers: &Headers, max_len: u64, chunk_signatures: Option<Box<dyn
     Ok(BodyClaims { length, digests, plaintext_md5, echo_checksums, chunked, encoding_edits })
 }
 
+impl BodyClaims {
+    /// The plaintext length the upload announced.
+    pub fn length(&self) -> u64 {
+        self.length
+    }
+}
+
 /// Header edits and the upload state for one segment (FORMAT.md, "Chunks").
-fn segment(claims: BodyClaims, dek: &[u8; KEY_LEN], suite: Suite, chunk_size: u32, part: u32) -> Result<(HeaderEdits, Upload), S3Error> {
+pub fn segment(claims: BodyClaims, dek: &[u8; KEY_LEN], suite: Suite, chunk_size: u32, part: u32) -> Result<(HeaderEdits, Upload), S3Error> {
     let ciphertext_len = sizes::ciphertext_len(claims.length, chunk_size).ok_or_else(|| S3Error::new(400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size."))?;
     let sealer = SegmentSealer::new(dek, suite, part, chunk_size as usize, claims.length).map_err(|e| S3Error::new(500, "InternalError", format!("encryption unavailable: {e}")))?;
     let mut edits = claims.encoding_edits;
@@ -248,15 +255,27 @@ pub fn plan_plaintext(headers: &Headers, chunk_signatures: Option<Box<dyn ChunkS
 /// and the sealing state.
 /// `write`: the bucket's key and cipher (`Settings::bucket_write`).
 pub fn plan(headers: &Headers, settings: &Settings, write: &WriteSpec, chunk_signatures: Option<Box<dyn ChunkSignatures>>) -> Result<(HeaderEdits, Upload, Envelope), S3Error> {
-    let claims = body_claims(headers, MAX_PUT_SIZE, chunk_signatures)?;
-    let (mut envelope, dek) = settings.keyring.new_object_under(&write.key_id, write.suite, write.chunk_size, Some(claims.length)).map_err(envelope_error)?;
+    let claims = put_claims(headers, chunk_signatures)?;
+    let (envelope, dek) = settings.keyring.new_object_under(&write.key_id, write.suite, write.chunk_size, Some(claims.length)).map_err(envelope_error)?;
+    plan_with_key(claims, envelope, &dek)
+}
+
+/// What a PutObject's body must match: checked before any key is made.
+pub fn put_claims(headers: &Headers, chunk_signatures: Option<Box<dyn ChunkSignatures>>) -> Result<BodyClaims, S3Error> {
+    body_claims(headers, MAX_PUT_SIZE, chunk_signatures)
+}
+
+/// Plans a PutObject once its data key and envelope (with the wrapped key)
+/// are made: by the keyring, or by the KMS in strict mode.
+pub fn plan_with_key(claims: BodyClaims, mut envelope: Envelope, dek: &[u8; KEY_LEN]) -> Result<(HeaderEdits, Upload, Envelope), S3Error> {
     envelope.plaintext_md5 = claims.plaintext_md5;
+    let (suite, chunk_size) = (envelope.suite, envelope.chunk_size);
     let checksums: Vec<String> = claims
         .echo_checksums
         .iter()
         .map(|(header, value)| format!("{}={value}", header.trim_start_matches("x-amz-checksum-")))
         .collect();
-    let (mut edits, upload) = segment(claims, &dek, write.suite, write.chunk_size, 0)?;
+    let (mut edits, upload) = segment(claims, dek, suite, chunk_size, 0)?;
     edits.set.push((METADATA_HEADER.into(), envelope.encode()));
     if checksums.is_empty() {
         edits.remove.push(CHECKSUM_HEADER.into());
@@ -268,15 +287,20 @@ pub fn plan(headers: &Headers, settings: &Settings, write: &WriteSpec, chunk_sig
 
 /// Plans an UploadPart of an upload started through the gateway.
 pub fn plan_part(headers: &Headers, settings: &Settings, upload: &ClientUploadId, part: u32, chunk_signatures: Option<Box<dyn ChunkSignatures>>) -> Result<(HeaderEdits, Upload), S3Error> {
-    if !(1..=MAX_PART_NUMBER).contains(&part) {
-        return Err(S3Error::new(400, "InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive."));
-    }
-    let claims = body_claims(headers, MAX_PUT_SIZE, chunk_signatures)?;
+    let claims = part_claims(headers, part, chunk_signatures)?;
     let dek = upload.open(&settings.keyring).map_err(|e| match e {
         EnvelopeError::UnknownKeyId(id) => S3Error::new(403, "AccessDenied", format!("The upload was started under key id {id:?}, which this gateway is not configured with.")),
         _ => S3Error::new(404, "NoSuchUpload", "The specified upload does not exist: its id does not match the key the gateway gave it."),
     })?;
     segment(claims, &dek, upload.suite, upload.chunk_size, part)
+}
+
+/// What an UploadPart's body must match: checked before the key is fetched.
+pub fn part_claims(headers: &Headers, part: u32, chunk_signatures: Option<Box<dyn ChunkSignatures>>) -> Result<BodyClaims, S3Error> {
+    if !(1..=MAX_PART_NUMBER).contains(&part) {
+        return Err(S3Error::new(400, "InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive."));
+    }
+    body_claims(headers, MAX_PUT_SIZE, chunk_signatures)
 }
 
 
@@ -296,8 +320,10 @@ mod tests {
         base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(data))
     }
 
+    type Trailers = Vec<(String, String)>;
+
     /// Feeds `body` in pieces of `piece` bytes; returns what went upstream and the end's result.
-    fn run(mut upload: Upload, body: &[u8], piece: usize) -> (Vec<u8>, Result<Vec<(String, String)>, UploadError>) {
+    fn run(mut upload: Upload, body: &[u8], piece: usize) -> (Vec<u8>, Result<Trailers, UploadError>) {
         let mut out = Vec::new();
         for chunk in body.chunks(piece) {
             if let Err(e) = upload.push(chunk, &mut out) {

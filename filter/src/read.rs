@@ -3,7 +3,7 @@
 
 use crate::config::{Settings, UnencryptedObjects};
 use crate::digest::ChecksumAlgorithm;
-use crate::envelope::{Envelope, EnvelopeError, CHECKSUM_HEADER, METADATA_HEADER};
+use crate::envelope::{Envelope, EnvelopeError, WrappedDek, CHECKSUM_HEADER, METADATA_HEADER};
 use crate::put::{header, HeaderEdits, Headers};
 use crate::range::{self, ByteRange};
 use crate::s3::S3Error;
@@ -175,6 +175,11 @@ pub fn envelope_read_error(e: EnvelopeError) -> S3Error {
         ),
         EnvelopeError::UnsupportedVersion => S3Error::new(500, "InternalError", "The object was written in a newer format version than this gateway reads."),
         EnvelopeError::Malformed | EnvelopeError::RandomUnavailable => corrupt("its encryption metadata is malformed"),
+        EnvelopeError::KmsWrapped => S3Error::new(
+            500,
+            "InternalError",
+            "The object's data key is held by a KMS (written in strict KMS mode), and this gateway has no \"kms_strict\" setting to ask it.",
+        ),
     }
 }
 
@@ -182,8 +187,21 @@ fn corrupt(what: &str) -> S3Error {
     S3Error::new(500, "InternalError", format!("The stored object failed the gateway's integrity check: {what}."))
 }
 
+/// The envelope of a response whose data key only the KMS can unwrap: the
+/// glue gets the key (cache or KMS `Decrypt`) before `plan_response`.
+/// Errors, 304s and objects with other envelopes need no KMS.
+pub fn kms_envelope(headers: &Headers) -> Option<Envelope> {
+    let status = status_of(headers);
+    if !(status == 200 || status == 206) {
+        return None;
+    }
+    let envelope = Envelope::parse(header(headers, METADATA_HEADER)?).ok()?;
+    matches!(envelope.wrapped_dek, WrappedDek::Kms(_)).then_some(envelope)
+}
+
 /// Plans the response to a GET/HEAD of an object from its response headers.
-pub fn plan_response(headers: &Headers, request: &ReadRequest, settings: &Settings) -> Result<ResponsePlan, S3Error> {
+/// `kms_dek`: the data key the KMS unwrapped for a `kms=` envelope.
+pub fn plan_response(headers: &Headers, request: &ReadRequest, settings: &Settings, kms_dek: Option<&[u8; crate::cipher::KEY_LEN]>) -> Result<ResponsePlan, S3Error> {
     let status = status_of(headers);
     let envelope_value = header(headers, METADATA_HEADER);
     let mut edits = HeaderEdits::default();
@@ -225,7 +243,10 @@ pub fn plan_response(headers: &Headers, request: &ReadRequest, settings: &Settin
     let envelope = Envelope::parse(envelope_value).map_err(envelope_read_error)?;
     let shown_etag = client_etag(&envelope, header(headers, "etag"));
     check_conditions(request, shown_etag.as_deref().unwrap_or_default(), header(headers, "last-modified"))?;
-    let dek = settings.keyring.open(&envelope).map_err(envelope_read_error)?;
+    let dek = match (kms_dek, &envelope.wrapped_dek) {
+        (Some(dek), WrappedDek::Kms(_)) => zeroize::Zeroizing::new(*dek),
+        _ => settings.keyring.open(&envelope).map_err(envelope_read_error)?,
+    };
     let chunk = envelope.chunk_size;
     let plain_total = sizes::plaintext_len(total, chunk).ok_or_else(|| corrupt("its length is not a possible ciphertext length"))?;
     if envelope.plaintext_len.is_some_and(|n| n != plain_total) {

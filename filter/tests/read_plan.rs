@@ -58,7 +58,7 @@ fn part_number_read_of_a_multipart_object() {
     let request = read::ReadRequest { part_number: true, aligned_to: C as u32, ..Default::default() };
     for (n, (from, to)) in [(0, sealed_part), (sealed_part, 2 * sealed_part), (2 * sealed_part, stored.len())].into_iter().enumerate() {
         let h = headers(206, &envelope, &[("content-range", format!("bytes {}-{}/{}", from, to - 1, stored.len())), ("content-length", (to - from).to_string())]);
-        let mut plan = read::plan_response(&h, &request, &s).unwrap();
+        let mut plan = read::plan_response(&h, &request, &s, None).unwrap();
         assert_eq!(plan.status, Some(206));
         let plain_from = n * 4 * C;
         let plain_to = plain_from + parts[n].len();
@@ -74,7 +74,7 @@ fn whole_multipart_object_and_a_range_across_parts() {
     let (envelope, stored, parts) = multipart(&s, &[2 * C, 2 * C, 5]);
     let whole = parts.concat();
     let h = headers(200, &envelope, &[("content-length", stored.len().to_string())]);
-    let mut plan = read::plan_response(&h, &read::ReadRequest { aligned_to: C as u32, ..Default::default() }, &s).unwrap();
+    let mut plan = read::plan_response(&h, &read::ReadRequest { aligned_to: C as u32, ..Default::default() }, &s, None).unwrap();
     assert_eq!(header(&plan.edits.set, "content-length"), Some(whole.len().to_string().as_str()));
     assert_eq!(run(&mut plan.body, &stored).unwrap(), whole);
 
@@ -83,7 +83,7 @@ fn whole_multipart_object_and_a_range_across_parts() {
     let request = read::ReadRequest { range: Some(read_range(a, b)), aligned_to: C as u32, ..Default::default() };
     let (from, to) = (C + 40, 3 * (C + 40));
     let h = headers(206, &envelope, &[("content-range", format!("bytes {}-{}/{}", from, to - 1, stored.len()))]);
-    let mut plan = read::plan_response(&h, &request, &s).unwrap();
+    let mut plan = read::plan_response(&h, &request, &s, None).unwrap();
     assert_eq!(run(&mut plan.body, &stored[from..to]).unwrap(), whole[a..=b]);
 }
 
@@ -98,7 +98,7 @@ fn odd_part_sizes_never_pass_as_complete() {
     let s = settings();
     let (envelope, stored, _) = multipart(&s, &[C + 1, 1]);
     let h = headers(200, &envelope, &[("content-length", stored.len().to_string())]);
-    match read::plan_response(&h, &read::ReadRequest { aligned_to: C as u32, ..Default::default() }, &s) {
+    match read::plan_response(&h, &read::ReadRequest { aligned_to: C as u32, ..Default::default() }, &s, None) {
         Err(e) => assert_eq!(e.status, 500),
         Ok(mut plan) => assert!(run(&mut plan.body, &stored).is_err()),
     }
@@ -110,6 +110,36 @@ fn wrong_key_is_refused_before_the_body() {
     let (envelope, stored, _) = multipart(&s, &[10]);
     let other = config::parse(format!(r#"{{"keys":[{{"id":"k","key_hex":"{}"}}]}}"#, "cd".repeat(32)).as_bytes(), &|_| None).unwrap();
     let h = headers(200, &envelope, &[("content-length", stored.len().to_string())]);
-    let err = read::plan_response(&h, &read::ReadRequest::default(), &other).err().unwrap();
+    let err = read::plan_response(&h, &read::ReadRequest::default(), &other, None).err().unwrap();
     assert_eq!((err.status, err.code), (403, "AccessDenied"));
+}
+
+#[test]
+fn kms_envelopes_read_with_the_kms_data_key_only() {
+    use s3crypt_filter::envelope::{Envelope, WrappedDek};
+    let s = settings();
+    let (kek_envelope, stored, parts) = multipart(&s, &[2 * C, 5]);
+    // The same object with its data key held by the KMS instead.
+    let dek = *s.keyring.open(&Envelope::parse(&kek_envelope).unwrap()).unwrap();
+    let mut envelope = Envelope::parse(&kek_envelope).unwrap();
+    envelope.key_id = "kms".into();
+    envelope.wrapped_dek = WrappedDek::Kms(vec![1, 2, 3]);
+    let envelope = envelope.encode();
+    let h = headers(200, &envelope, &[("content-length", stored.len().to_string())]);
+    assert!(read::kms_envelope(&h).is_some());
+    assert!(read::kms_envelope(&headers(200, &kek_envelope, &[])).is_none());
+    assert!(read::kms_envelope(&headers(304, &envelope, &[])).is_none());
+    assert!(read::kms_envelope(&headers(404, &envelope, &[])).is_none());
+    let request = read::ReadRequest { aligned_to: C as u32, ..Default::default() };
+    let mut plan = read::plan_response(&h, &request, &s, Some(&dek)).unwrap();
+    assert_eq!(run(&mut plan.body, &stored).unwrap(), parts.concat());
+    // Without the KMS's key: a clear error, no body.
+    let err = read::plan_response(&h, &request, &s, None).err().unwrap();
+    assert_eq!((err.status, err.code), (500, "InternalError"));
+    assert!(err.message.contains("kms_strict"));
+    // A KMS key is never used for a KEK envelope.
+    let wrong = [0u8; 32];
+    let h = headers(200, &kek_envelope, &[("content-length", stored.len().to_string())]);
+    let mut plan = read::plan_response(&h, &request, &s, Some(&wrong)).unwrap();
+    assert_eq!(run(&mut plan.body, &stored).unwrap(), parts.concat());
 }

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 use s3crypt_filter::cipher::Suite;
-use s3crypt_filter::envelope::{Envelope, Kek, Keyring, WRAPPED_LEN};
+use s3crypt_filter::envelope::{Envelope, Kek, Keyring, WrappedDek, WRAPPED_LEN};
 use s3crypt_filter::sizes;
 use s3crypt_filter::stream::{ChunkOpener, ReadWindow, SegmentSealer, StreamError, CHUNK_OVERHEAD, SALT_LEN};
 use sha2::{Digest, Sha256};
@@ -47,7 +47,7 @@ fn build(suite: Suite, parts: &[(u32, Vec<u8>)], len_in_envelope: bool) -> (Enve
         chunk_size: CHUNK,
         key_id: "vector-kek".into(),
         plaintext_len: len_in_envelope.then_some(total),
-        wrapped_dek: [0; WRAPPED_LEN],
+        wrapped_dek: WrappedDek::Kek([0; WRAPPED_LEN]),
         plaintext_md5: None,
     };
     Kek::new("vector-kek".into(), Zeroizing::new(KEK)).wrap_with_nonce(&DEK, &mut envelope, WRAP_NONCE).unwrap();
@@ -61,6 +61,8 @@ struct Vector {
     envelope: Envelope,
     plaintext: Vec<u8>,
     stored: Vec<u8>,
+    /// `kms_*` vectors: the encryption context of the stand-in blob.
+    kms_context: Option<String>,
 }
 
 fn vectors() -> Vec<Vector> {
@@ -69,7 +71,7 @@ fn vectors() -> Vec<Vector> {
     let mut ok = |name, suite, parts: Vec<(u32, Vec<u8>)>, with_len| {
         let (envelope, stored) = build(suite, &parts, with_len);
         let plaintext = parts.iter().flat_map(|(_, d)| d.clone()).collect();
-        out.push(Vector { name, expect: "ok", kek: KEK, envelope, plaintext, stored });
+        out.push(Vector { name, expect: "ok", kek: KEK, envelope, plaintext, stored, kms_context: None });
     };
     ok("chacha20-poly1305_empty", Suite::ChaCha20Poly1305, vec![(0, vec![])], true);
     ok("chacha20-poly1305_one_byte", Suite::ChaCha20Poly1305, vec![(0, b"a".to_vec())], true);
@@ -82,7 +84,7 @@ fn vectors() -> Vec<Vector> {
     let mut bad = |name, expect, mutate: &dyn Fn(&mut Envelope, &mut Vec<u8>), kek: [u8; 32]| {
         let (mut envelope, mut stored) = base(Suite::ChaCha20Poly1305);
         mutate(&mut envelope, &mut stored);
-        out.push(Vector { name, expect, kek, envelope, plaintext: plaintext(2 * CHUNK as usize + 1), stored });
+        out.push(Vector { name, expect, kek, envelope, plaintext: plaintext(2 * CHUNK as usize + 1), stored, kms_context: None });
     };
     bad("bad_flipped_ciphertext_byte", "chunk_auth_failed", &|_, s| s[sealed + 100] ^= 1, KEK);
     bad("bad_flipped_tag_byte", "chunk_auth_failed", &|_, s| s[sealed - 1] ^= 1, KEK);
@@ -98,14 +100,28 @@ fn vectors() -> Vec<Vector> {
         s.truncate(2 * sealed);
     }, KEK);
     bad("bad_suite_changed", "unwrap_failed", &|e, _| e.suite = Suite::Aes256Gcm, KEK);
+
+    // Strict KMS mode: the same chunks, the DEK as a KMS blob (a stand-in:
+    // real blobs depend on the KMS).
+    let data = plaintext(CHUNK as usize + 5);
+    let (mut envelope, stored) = build(Suite::ChaCha20Poly1305, &[(0, data.clone())], true);
+    envelope.key_id = "kms".into();
+    envelope.wrapped_dek = WrappedDek::Kms(b"stand-in for a KMS CiphertextBlob".to_vec());
+    let context = s3crypt_filter::kms::object_context("vector-bucket", "vector/key", &envelope.prefix());
+    let kms_context = Some(serde_json::to_string(&context).unwrap());
+    out.push(Vector { name: "kms_chacha20-poly1305_two_chunks", expect: "ok", kek: KEK, envelope, plaintext: data, stored, kms_context });
     out
 }
 
 /// Opens a vector the way the filter does: envelope, length, then chunks.
-fn open(kek: [u8; 32], envelope_text: &str, stored: &[u8]) -> Result<Vec<u8>, String> {
+/// `kms_dek`: what the KMS would unwrap from a `kms=` envelope.
+fn open(kek: [u8; 32], envelope_text: &str, stored: &[u8], kms_dek: [u8; 32]) -> Result<Vec<u8>, String> {
     let envelope = Envelope::parse(envelope_text).map_err(|e| format!("{e:?}"))?;
     let ring = Keyring::new(vec![Kek::new("vector-kek".into(), Zeroizing::new(kek))], "vector-kek").unwrap();
-    let dek = ring.open(&envelope).map_err(|_| "unwrap_failed".to_string())?;
+    let dek = match envelope.wrapped_dek {
+        WrappedDek::Kms(_) => Zeroizing::new(kms_dek),
+        WrappedDek::Kek(_) => ring.open(&envelope).map_err(|_| "unwrap_failed".to_string())?,
+    };
     let plain_len = sizes::plaintext_len(stored.len() as u64, envelope.chunk_size).ok_or("length_mismatch")?;
     if envelope.plaintext_len.is_some_and(|n| n != plain_len) {
         return Err("length_mismatch".into());
@@ -122,6 +138,9 @@ fn render(v: &Vector) -> Vec<u8> {
     text.push_str(&format!("kek: {}\n", hex::encode(v.kek)));
     text.push_str(&format!("dek: {}\n", hex::encode(DEK)));
     text.push_str(&format!("envelope: {}\n", v.envelope.encode()));
+    if let Some(context) = &v.kms_context {
+        text.push_str(&format!("kms_context: {context}\n"));
+    }
     text.push_str(&format!("plaintext_len: {}\n", v.plaintext.len()));
     text.push_str(&format!("plaintext_sha256: {}\n", hex::encode(Sha256::digest(&v.plaintext))));
     text.push('\n');
@@ -154,7 +173,8 @@ fn vectors_match_files_and_decrypt_as_expected() {
 
         let (fields, stored) = parse_file(&file);
         let kek: [u8; 32] = hex::decode(&fields["kek"]).unwrap().try_into().unwrap();
-        let result = open(kek, &fields["envelope"], &stored);
+        let dek: [u8; 32] = hex::decode(&fields["dek"]).unwrap().try_into().unwrap();
+        let result = open(kek, &fields["envelope"], &stored, dek);
         match fields["expect"].as_str() {
             "ok" => {
                 let plain = result.unwrap_or_else(|e| panic!("{}: {e}", v.name));

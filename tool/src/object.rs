@@ -22,6 +22,7 @@ pub fn envelope_error(e: &EnvelopeError) -> String {
         EnvelopeError::UnknownKeyId(id) => format!("unknown_key_id: no key with id {id:?} in the configuration (add it to \"keys\")"),
         EnvelopeError::UnwrapFailed(id) => format!("unwrap_failed: key {id:?} does not unwrap this object's data key (wrong key material, or the envelope was altered)"),
         EnvelopeError::RandomUnavailable => "the operating system's random generator failed".into(),
+        EnvelopeError::KmsWrapped => "kms_wrapped: a strict-KMS object (kms=): its data key is unwrapped only by the KMS, with the object's bucket and key as encryption context (FORMAT.md, \"Strict KMS mode\"); this tool does not call KMS Decrypt for data keys yet".into(),
     }
 }
 
@@ -427,6 +428,12 @@ mod tests {
             };
             let ring = Keyring::new(vec![Kek::new(env.key_id.clone(), key)], &env.key_id).unwrap();
             let result = decrypt(&ring, &env, body);
+            if field("kms_context").is_some() {
+                // A strict-KMS object: only the KMS unwraps its data key.
+                let err = result.expect_err(&format!("{path:?} needs the KMS")).to_string();
+                assert!(err.starts_with("kms_wrapped:"), "{path:?}: {err}");
+                continue;
+            }
             if expect == "ok" {
                 let plain = result.unwrap_or_else(|e| panic!("{path:?}: {e}"));
                 use sha2::Digest;

@@ -14,7 +14,7 @@
 use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use s3crypt_filter::cipher::Suite;
-use s3crypt_filter::envelope::{Envelope, EnvelopeError, Kek, Keyring, WRAPPED_LEN};
+use s3crypt_filter::envelope::{Envelope, EnvelopeError, Kek, Keyring, WrappedDek, WRAPPED_LEN};
 use s3crypt_filter_fuzz::{DEK, KEK, KEK_ID};
 use zeroize::Zeroizing;
 
@@ -58,7 +58,7 @@ fn structured(data: &[u8]) -> Result<()> {
     let plaintext_md5: Option<[u8; 16]> = u.arbitrary()?;
     let dek: [u8; 32] = u.arbitrary()?;
     let nonce: [u8; 24] = u.arbitrary()?;
-    let mut env = Envelope { suite, chunk_size, key_id: key_id.clone(), plaintext_len, wrapped_dek: [0; WRAPPED_LEN], plaintext_md5 };
+    let mut env = Envelope { suite, chunk_size, key_id: key_id.clone(), plaintext_len, wrapped_dek: WrappedDek::Kek([0; WRAPPED_LEN]), plaintext_md5 };
     let kek = Kek::new(key_id.clone(), Zeroizing::new(KEK));
     kek.wrap_with_nonce(&dek, &mut env, nonce).expect("wrap");
     let encoded = env.encode();
@@ -76,7 +76,11 @@ fn structured(data: &[u8]) -> Result<()> {
             Some(n) if u.arbitrary()? => Some(n ^ u.int_in_range(1..=u64::MAX)?),
             Some(_) => None,
         },
-        3 => changed.wrapped_dek[u.choose_index(WRAPPED_LEN)?] ^= u.int_in_range(1..=255)?,
+        3 => {
+            if let WrappedDek::Kek(wrapped) = &mut changed.wrapped_dek {
+                wrapped[u.choose_index(WRAPPED_LEN)?] ^= u.int_in_range(1..=255)?;
+            }
+        }
         _ => {
             // The md5 is not bound (FORMAT.md): changing it still opens.
             changed.plaintext_md5 = Some(u.arbitrary()?);

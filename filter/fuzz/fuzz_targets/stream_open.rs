@@ -25,7 +25,7 @@ use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use s3crypt_filter::cipher::{ChunkCipher, Suite};
 use s3crypt_filter::config::Settings;
-use s3crypt_filter::envelope::{Envelope, Kek, WRAPPED_LEN};
+use s3crypt_filter::envelope::{Envelope, Kek, WrappedDek, WRAPPED_LEN};
 use s3crypt_filter::read::{self, BodyPlan};
 use s3crypt_filter::stream::{segment_key, ChunkHeader, ChunkOpener, ReadWindow, SegmentSealer, StreamError, CHUNK_OVERHEAD, HEADER_LEN};
 use s3crypt_filter::{range, sizes};
@@ -421,7 +421,7 @@ fn range_read(data: &[u8]) -> Result<()> {
     }
     let stored = segments.concat();
     let total = stored.len() as u64;
-    let mut envelope = Envelope { suite, chunk_size: c, key_id: KEK_ID.into(), plaintext_len: (!multipart).then_some(len as u64), wrapped_dek: [0; WRAPPED_LEN], plaintext_md5: None };
+    let mut envelope = Envelope { suite, chunk_size: c, key_id: KEK_ID.into(), plaintext_len: (!multipart).then_some(len as u64), wrapped_dek: WrappedDek::Kek([0; WRAPPED_LEN]), plaintext_md5: None };
     Kek::new(KEK_ID.into(), Zeroizing::new(KEK)).wrap_with_nonce(&DEK, &mut envelope, WRAP_NONCE).unwrap();
 
     // The client's request.
@@ -509,7 +509,7 @@ fn range_read(data: &[u8]) -> Result<()> {
         response.push(("content-length".into(), v));
     }
 
-    let plan = read::plan_response(&response, &request, settings);
+    let plan = read::plan_response(&response, &request, settings, None);
     if std::env::var_os("S3CRYPT_FUZZ_DEBUG").is_some() {
         eprintln!("range_read: suite {suite:?} c {c} len {len} multipart {multipart} parts {:?} range {range_header:?} part_number {part_number} head {is_head}", segments.iter().map(Vec::len).collect::<Vec<_>>());
         eprintln!("  upstream {upstream_range:?}; backend honest {honest}: {response:?}, body {} bytes", body.len());

@@ -36,12 +36,16 @@ fuzz_target!(|data: &[u8]| {
 fn raw(text: &str) {
     let parsed = upload_id::parse(text);
     if let Some(id) = &parsed {
-        assert!(text.starts_with("s3c1"));
+        assert!(text.starts_with("s3c1") || text.starts_with("s3k1"));
         assert!(!id.backend_id.is_empty() && text.ends_with(&format!(".{}", id.backend_id)));
-        assert!(valid_chunk_size(id.chunk_size) && valid_key_id(&id.key_id));
+        assert!(valid_chunk_size(id.chunk_size));
+        // A KEK id, or (strict KMS) a blob: never both.
+        assert_ne!(id.key_id().is_some(), id.kms_blob().is_some());
+        assert!(id.key_id().is_none_or(valid_key_id));
         match id.open(&keyring()) {
             Ok(dek) => assert_eq!(*dek, DEK, "an upload id opened to a key nobody sealed"),
             Err(EnvelopeError::UnknownKeyId(_) | EnvelopeError::UnwrapFailed(_)) => {}
+            Err(EnvelopeError::KmsWrapped) => assert!(id.kms_blob().is_some()),
             Err(e) => panic!("unexpected error {e:?}"),
         }
     }
@@ -68,7 +72,7 @@ fn structured(data: &[u8]) -> Result<()> {
     let ring = keyring();
     let id = upload_id::seal(ring.active().expect("active"), &dek, suite, chunk_size, &backend_id).expect("seal");
     let parsed = upload_id::parse(&id).expect("a sealed id parses");
-    assert_eq!((parsed.backend_id.as_str(), parsed.suite, parsed.chunk_size, parsed.key_id.as_str()), (backend_id.as_str(), suite, chunk_size, KEK_ID));
+    assert_eq!((parsed.backend_id.as_str(), parsed.suite, parsed.chunk_size, parsed.key_id().unwrap_or_default()), (backend_id.as_str(), suite, chunk_size, KEK_ID));
     assert_eq!(*parsed.open(&ring).expect("opens"), dek);
     let (path, found) = multipart::backend_path(&format!("/b/k?uploadId={}&partNumber=7", s3::uri_encode(&id)));
     assert_eq!(found.as_ref(), Some(&parsed));

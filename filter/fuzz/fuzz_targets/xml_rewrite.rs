@@ -91,11 +91,11 @@ fn run_body(mut rw: BodyRewrite, pieces: &[&[u8]]) -> Outcome {
     let mut out = Vec::new();
     let (last, rest) = pieces.split_last().unwrap_or((&(&[] as &[u8]), &[]));
     for piece in rest {
-        if let Err(e) = rw.push(piece, false, &mut out, kek) {
+        if let Err(e) = rw.push(piece, false, &mut out, Some(kek)) {
             return (out, Err((e.status, e.code)));
         }
     }
-    let result = rw.push(last, true, &mut out, kek).map_err(|e| (e.status, e.code));
+    let result = rw.push(last, true, &mut out, Some(kek)).map_err(|e| (e.status, e.code));
     (out, result)
 }
 
