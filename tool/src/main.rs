@@ -2,8 +2,9 @@
 //! the filter's own format code. Gets data back without the gateway
 //! (`decrypt`, `get`), checks stored objects (`inspect`, `verify`), makes
 //! objects the gateway can read (`encrypt`) and moves objects to the active
-//! key without moving their bodies (`rewrap`). See README.md, "Recovery and
-//! admin tool".
+//! key without moving their bodies (`rewrap`). Strict-KMS objects (`kms=`)
+//! get their data keys from the KMS, asked with the object's bucket and key.
+//! See README.md, "Getting your data back without the gateway".
 
 mod keys;
 mod object;
@@ -12,9 +13,10 @@ mod s3;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use keys::ObjectName;
 use object::{decrypt_stream, encrypt_stream, envelope_from_metadata_text, parse_envelope, walk_layout};
 use s3crypt_filter::cipher::Suite;
-use s3crypt_filter::envelope::{valid_chunk_size, Envelope, METADATA_HEADER};
+use s3crypt_filter::envelope::{valid_chunk_size, Envelope, WrappedDek, METADATA_HEADER};
 use s3crypt_filter::sizes;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -52,7 +54,8 @@ struct Global {
     kms_region: Option<String>,
 }
 
-/// Where an object's envelope comes from when its bytes are a file or stdin.
+/// Where an object's envelope comes from when its bytes are a file or stdin,
+/// and the name it was written under (for strict-KMS objects).
 #[derive(Args, Clone, Default)]
 struct EnvelopeSource {
     /// The object's x-amz-meta-s3crypt value ("v=1;s=...").
@@ -64,6 +67,12 @@ struct EnvelopeSource {
     /// Stored size of an object piped on stdin whose envelope records no length (multipart objects).
     #[arg(long, value_name = "BYTES")]
     stored_length: Option<u64>,
+    /// Strict-KMS objects (kms=): the bucket the object was written to (default: that of s3://BUCKET/KEY).
+    #[arg(long, value_name = "BUCKET", requires = "object_key")]
+    bucket: Option<String>,
+    /// Strict-KMS objects (kms=): the key the object was written under (default: that of s3://BUCKET/KEY). Not --key, which gives a KEK.
+    #[arg(long, value_name = "KEY", requires = "bucket")]
+    object_key: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -186,6 +195,8 @@ struct Stored {
     /// What S3 said about it (for inspect), when it came from S3.
     headers: Vec<(String, String)>,
     name: String,
+    /// Its bucket and key, when it came from S3.
+    s3_name: Option<ObjectName>,
 }
 
 fn open_input(g: &Global, input: &str, head_only: bool) -> Result<Stored> {
@@ -201,7 +212,8 @@ fn open_input(g: &Global, input: &str, head_only: bool) -> Result<Stored> {
         let len = response.header("content-length").and_then(|v| v.trim().parse().ok());
         let envelope = response.header(METADATA_HEADER).map(str::to_owned);
         let headers = response.headers.clone();
-        return Ok(Stored { reader: Box::new(response.body.into_reader()), file: None, len, envelope, headers, name: input.to_owned() });
+        let s3_name = Some(ObjectName { bucket, key });
+        return Ok(Stored { reader: Box::new(response.body.into_reader()), file: None, len, envelope, headers, name: input.to_owned(), s3_name });
     }
     if input == "-" {
         // A regular file on stdin (`< file`) has a size; a pipe does not.
@@ -212,14 +224,14 @@ fn open_input(g: &Global, input: &str, head_only: bool) -> Result<Stored> {
             let position = file.stream_position().unwrap_or(0);
             let len = meta.len().saturating_sub(position);
             let reader = file.try_clone().context("reading stdin")?;
-            return Ok(Stored { reader: Box::new(reader), file: Some(file), len: Some(len), envelope: None, headers: Vec::new(), name: "stdin".into() });
+            return Ok(Stored { reader: Box::new(reader), file: Some(file), len: Some(len), envelope: None, headers: Vec::new(), name: "stdin".into(), s3_name: None });
         }
-        return Ok(Stored { reader: Box::new(io::stdin().lock()), file: None, len: None, envelope: None, headers: Vec::new(), name: "stdin".into() });
+        return Ok(Stored { reader: Box::new(io::stdin().lock()), file: None, len: None, envelope: None, headers: Vec::new(), name: "stdin".into(), s3_name: None });
     }
     let file = File::open(input).with_context(|| format!("opening {input}"))?;
     let len = file.metadata().with_context(|| format!("reading {input}"))?.len();
     let reader = file.try_clone().with_context(|| format!("opening {input}"))?;
-    Ok(Stored { reader: Box::new(reader), file: Some(file), len: Some(len), envelope: None, headers: Vec::new(), name: input.to_owned() })
+    Ok(Stored { reader: Box::new(reader), file: Some(file), len: Some(len), envelope: None, headers: Vec::new(), name: input.to_owned(), s3_name: None })
 }
 
 /// The envelope: from --envelope / --metadata-file, else from S3's answer.
@@ -245,6 +257,15 @@ fn require_envelope(stored: &Stored, source: &EnvelopeSource) -> Result<Envelope
     })
 }
 
+/// The name the object was written under: --bucket/--object-key (e.g. a
+/// copy restored elsewhere), else its s3:// location.
+fn object_name(stored: &Stored, source: &EnvelopeSource) -> Option<ObjectName> {
+    match (&source.bucket, &source.object_key) {
+        (Some(bucket), Some(key)) => Some(ObjectName { bucket: bucket.clone(), key: key.clone() }),
+        _ => stored.s3_name.clone(),
+    }
+}
+
 /// The stored length the reader checks the object against.
 fn stored_length(stored: &Stored, source: &EnvelopeSource, envelope: &Envelope) -> Result<u64> {
     if let Some(len) = stored.len.or(source.stored_length) {
@@ -261,14 +282,15 @@ fn decrypt(g: &Global, input: &str, output: Option<&Path>, source: &EnvelopeSour
     let envelope = require_envelope(&stored, source)?;
     let len = stored_length(&stored, source, &envelope)?;
     let keys = load_keys(g)?;
+    let dek = keys.data_key(&envelope, object_name(&stored, source).as_ref()).with_context(|| format!("{}: not decrypted", stored.name))?;
     match output {
         None => {
             let stdout = io::stdout();
             let mut out = stdout.lock();
-            decrypt_stream(&keys.keyring, &envelope, len, &mut stored.reader, Some(&mut out)).with_context(|| format!("{}: not decrypted (output may hold the chunks that authenticated before the failure)", stored.name))?;
+            decrypt_stream(dek, &envelope, len, &mut stored.reader, Some(&mut out)).with_context(|| format!("{}: not decrypted (output may hold the chunks that authenticated before the failure)", stored.name))?;
         }
         Some(path) => {
-            write_atomically(path, |out| decrypt_stream(&keys.keyring, &envelope, len, &mut stored.reader, Some(out)).map(|_| ())).with_context(|| format!("{}: not decrypted", stored.name))?;
+            write_atomically(path, |out| decrypt_stream(dek, &envelope, len, &mut stored.reader, Some(out)).map(|_| ())).with_context(|| format!("{}: not decrypted", stored.name))?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -299,7 +321,8 @@ fn verify(g: &Global, input: &str, source: &EnvelopeSource) -> Result<ExitCode> 
     let envelope = require_envelope(&stored, source)?;
     let len = stored_length(&stored, source, &envelope)?;
     let keys = load_keys(g)?;
-    match decrypt_stream(&keys.keyring, &envelope, len, &mut stored.reader, None) {
+    let name = object_name(&stored, source);
+    match keys.data_key(&envelope, name.as_ref()).and_then(|dek| decrypt_stream(dek, &envelope, len, &mut stored.reader, None)) {
         Ok(plain) => {
             println!("OK {}: {plain} plaintext bytes authenticated ({}, key {}, {len} stored bytes)", stored.name, envelope.suite.name(), envelope.key_id);
             Ok(ExitCode::SUCCESS)
@@ -318,6 +341,9 @@ fn encrypt(g: &Global, input: &str, output: Option<&Path>, length: Option<u64>, 
     let mut stored = open_input(g, input, false)?;
     let plaintext_len = length.or(stored.len).context("stdin is a pipe: give --length BYTES (the plaintext length is bound to the key before the first byte)")?;
     let keys = load_keys(g)?;
+    if keys.keyring.active().is_err() {
+        bail!("encrypt needs a key-encryption key (\"keys\" in the configuration, or --key ID=HEX): strict-KMS objects are made by the gateway, whose KMS gives each its key");
+    }
     let suite = match cipher {
         Some(name) => Suite::from_name(name).with_context(|| format!("unknown cipher {name:?}; use chacha20-poly1305 or aes-256-gcm"))?,
         None => keys.suite,
@@ -401,6 +427,8 @@ fn inspect(g: &Global, input: &str, source: &EnvelopeSource, json: bool) -> Resu
     put("cipher", envelope.suite.name().into());
     put("chunk_size", envelope.chunk_size.into());
     put("key_id", envelope.key_id.clone().into());
+    let strict_kms = matches!(envelope.wrapped_dek, WrappedDek::Kms(_));
+    put("data_key", if strict_kms { "KMS-wrapped (kms=, strict mode)" } else { "KEK-wrapped (w=)" }.into());
     match envelope.plaintext_len {
         Some(n) => {
             put("plaintext_length", n.into());
@@ -435,9 +463,10 @@ fn inspect(g: &Global, input: &str, source: &EnvelopeSource, json: bool) -> Resu
     }
     if g.config.is_some() || !g.keys.is_empty() {
         let keys = load_keys(g)?;
-        let status = match keys.keyring.open(&envelope) {
+        // For a kms= envelope this asks the KMS, as a read would.
+        let status = match keys.data_key(&envelope, object_name(&stored, source).as_ref()) {
             Ok(_) => "unwraps".to_string(),
-            Err(e) => object::envelope_error(&e),
+            Err(e) => format!("{e:#}"),
         };
         put("key", status.into());
     }
@@ -523,9 +552,10 @@ fn get(g: &Global, location: &str, dir: &Path, start_after: Option<&str>) -> Res
                 (None, _) => write_atomically(&target, |out| io::copy(&mut body, out).map(|_| ()).context("copying")).map(|()| "not encrypted, copied as stored".to_string()),
                 (Some(_), None) => Err(anyhow::anyhow!("the backend sent no Content-Length")),
                 (Some(value), Some(len)) => parse_envelope(&value).and_then(|env| {
+                    let dek = keys.data_key(&env, Some(&ObjectName { bucket: bucket.clone(), key: key.clone() }))?;
                     let mut plain = 0;
                     write_atomically(&target, |out| {
-                        plain = decrypt_stream(&keys.keyring, &env, len, &mut body, Some(out))?;
+                        plain = decrypt_stream(dek, &env, len, &mut body, Some(out))?;
                         Ok(())
                     })
                     .map(|()| format!("decrypted, {plain} bytes"))
@@ -580,5 +610,11 @@ mod tests {
         let cli = Cli::try_parse_from(["s3crypt", "decrypt", "obj", "-o", "out", "--envelope", "v=1", "--config", "p.json"]).unwrap();
         assert!(matches!(cli.command, Command::Decrypt { .. }));
         assert!(Cli::try_parse_from(["s3crypt", "decrypt", "--envelope", "v=1", "--metadata-file", "m"]).is_err());
+        // A strict-KMS object's name: both parts or none; --key stays a KEK.
+        let cli = Cli::try_parse_from(["s3crypt", "verify", "obj", "--bucket", "b", "--object-key", "dir/k", "--key", "k=00"]).unwrap();
+        assert!(matches!(&cli.command, Command::Verify { source, .. } if source.bucket.as_deref() == Some("b") && source.object_key.as_deref() == Some("dir/k")));
+        assert_eq!(cli.global.keys, ["k=00"]);
+        assert!(Cli::try_parse_from(["s3crypt", "verify", "obj", "--bucket", "b"]).is_err());
+        assert!(Cli::try_parse_from(["s3crypt", "decrypt", "obj", "--object-key", "k"]).is_err());
     }
 }

@@ -4,11 +4,12 @@
 //! the whole-object checks a reader of FORMAT.md must make around it.
 
 use anyhow::{bail, Context, Result};
-use s3crypt_filter::cipher::Suite;
+use s3crypt_filter::cipher::{Suite, KEY_LEN};
 use s3crypt_filter::envelope::{Envelope, EnvelopeError, Keyring, METADATA_HEADER};
 use s3crypt_filter::sizes;
 use s3crypt_filter::stream::{ChunkHeader, ChunkOpener, ReadWindow, SegmentSealer, StreamError, CHUNK_OVERHEAD, HEADER_LEN};
 use std::io::{self, Read, Write};
+use zeroize::Zeroizing;
 
 /// Read and write in pieces of this size: memory stays at a few chunks
 /// whatever the object's size.
@@ -22,8 +23,13 @@ pub fn envelope_error(e: &EnvelopeError) -> String {
         EnvelopeError::UnknownKeyId(id) => format!("unknown_key_id: no key with id {id:?} in the configuration (add it to \"keys\")"),
         EnvelopeError::UnwrapFailed(id) => format!("unwrap_failed: key {id:?} does not unwrap this object's data key (wrong key material, or the envelope was altered)"),
         EnvelopeError::RandomUnavailable => "the operating system's random generator failed".into(),
-        EnvelopeError::KmsWrapped => "kms_wrapped: a strict-KMS object (kms=): its data key is unwrapped only by the KMS, with the object's bucket and key as encryption context (FORMAT.md, \"Strict KMS mode\"); this tool does not call KMS Decrypt for data keys yet".into(),
+        EnvelopeError::KmsWrapped => "kms_wrapped: a strict-KMS object (kms=): its data key is unwrapped only by the KMS, with the object's bucket and key as encryption context (FORMAT.md, \"KMS-wrapped data keys\"), not by a key in \"keys\"".into(),
     }
+}
+
+/// An object's data key from the KEK its envelope names (`w=` envelopes).
+pub fn unwrap_with_keyring(keyring: &Keyring, envelope: &Envelope) -> Result<Zeroizing<[u8; KEY_LEN]>> {
+    keyring.open(envelope).map_err(|e| anyhow::anyhow!(envelope_error(&e)))
 }
 
 pub fn parse_envelope(value: &str) -> Result<Envelope> {
@@ -74,9 +80,9 @@ pub struct ObjectDecryptor {
 }
 
 impl ObjectDecryptor {
-    pub fn new(keyring: &Keyring, envelope: &Envelope, stored_len: u64) -> Result<ObjectDecryptor> {
-        // Unwrap first: an altered `n` is an altered envelope (unwrap_failed).
-        let dek = keyring.open(envelope).map_err(|e| anyhow::anyhow!(envelope_error(&e)))?;
+    /// `dek`: the object's data key, unwrapped first (an altered `n` is an
+    /// altered envelope, `unwrap_failed`, before any length check).
+    pub fn new(dek: Zeroizing<[u8; KEY_LEN]>, envelope: &Envelope, stored_len: u64) -> Result<ObjectDecryptor> {
         if let Some(n) = envelope.plaintext_len {
             if sizes::ciphertext_len(n, envelope.chunk_size) != Some(stored_len) {
                 bail!(
@@ -113,8 +119,8 @@ impl ObjectDecryptor {
 /// it when `output` is `None`). Plaintext is written chunk by chunk once
 /// authenticated; a failure at the end (a cut object) is still an error, so a
 /// caller writing to a file removes it.
-pub fn decrypt_stream(keyring: &Keyring, envelope: &Envelope, stored_len: u64, input: &mut dyn Read, mut output: Option<&mut dyn Write>) -> Result<u64> {
-    let mut decryptor = ObjectDecryptor::new(keyring, envelope, stored_len)?;
+pub fn decrypt_stream(dek: Zeroizing<[u8; KEY_LEN]>, envelope: &Envelope, stored_len: u64, input: &mut dyn Read, mut output: Option<&mut dyn Write>) -> Result<u64> {
+    let mut decryptor = ObjectDecryptor::new(dek, envelope, stored_len)?;
     let mut buf = vec![0u8; IO_BUF];
     let mut plain = Vec::with_capacity(IO_BUF + envelope.chunk_size as usize);
     loop {
@@ -257,7 +263,6 @@ fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 mod tests {
     use super::*;
     use s3crypt_filter::envelope::Kek;
-    use zeroize::Zeroizing;
 
     const C: u32 = 16_384;
 
@@ -278,7 +283,7 @@ mod tests {
 
     fn decrypt(ring: &Keyring, env: &Envelope, stored: &[u8]) -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        decrypt_stream(ring, env, stored.len() as u64, &mut &stored[..], Some(&mut out))?;
+        decrypt_stream(unwrap_with_keyring(ring, env)?, env, stored.len() as u64, &mut &stored[..], Some(&mut out))?;
         Ok(out)
     }
 
@@ -344,7 +349,7 @@ mod tests {
             let mut bad = stored.clone();
             bad[i] ^= 0x01;
             let mut sink = io::sink();
-            assert!(decrypt_stream(&ring, &env, bad.len() as u64, &mut &bad[..], Some(&mut sink)).is_err(), "byte {i}");
+            assert!(decrypt_stream(unwrap_with_keyring(&ring, &env).unwrap(), &env, bad.len() as u64, &mut &bad[..], Some(&mut sink)).is_err(), "byte {i}");
         }
     }
 
@@ -365,7 +370,7 @@ mod tests {
         assert_eq!(decrypt(&ring, &mp_env, &mp[..C as usize + CHUNK_OVERHEAD]).map(|p| p.len()).ok(), Some(C as usize));
         // A stream shorter than the length it announced.
         let mut sink = io::sink();
-        let err = decrypt_stream(&ring, &mp_env, mp.len() as u64 + 41, &mut &mp[..], Some(&mut sink)).unwrap_err().to_string();
+        let err = decrypt_stream(unwrap_with_keyring(&ring, &mp_env).unwrap(), &mp_env, mp.len() as u64 + 41, &mut &mp[..], Some(&mut sink)).unwrap_err().to_string();
         assert!(err.starts_with("truncated"), "{err}");
         // Another key, another key id.
         let err = decrypt(&keyring("k", 2), &env, &stored).unwrap_err().to_string();
@@ -405,7 +410,7 @@ mod tests {
         // The format's own vectors (filter/testdata/v1): every `ok` vector
         // decrypts to its recorded plaintext, every other one is refused.
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../filter/testdata/v1");
-        let mut seen = 0;
+        let (mut seen, mut kms_seen) = (0, 0);
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().and_then(|e| e.to_str()) != Some("vec") {
@@ -427,12 +432,17 @@ mod tests {
                 }
             };
             let ring = Keyring::new(vec![Kek::new(env.key_id.clone(), key)], &env.key_id).unwrap();
-            let result = decrypt(&ring, &env, body);
+            let mut result = decrypt(&ring, &env, body);
             if field("kms_context").is_some() {
-                // A strict-KMS object: only the KMS unwraps its data key.
+                // A strict-KMS object: no KEK unwraps its data key; with the
+                // one the KMS gives (the vector's `dek`), it reads as any other.
                 let err = result.expect_err(&format!("{path:?} needs the KMS")).to_string();
                 assert!(err.starts_with("kms_wrapped:"), "{path:?}: {err}");
-                continue;
+                let mut dek = Zeroizing::new([0u8; KEY_LEN]);
+                hex::decode_to_slice(field("dek").unwrap(), dek.as_mut_slice()).unwrap();
+                let mut out = Vec::new();
+                result = decrypt_stream(dek, &env, body.len() as u64, &mut &body[..], Some(&mut out)).map(|_| out);
+                kms_seen += 1;
             }
             if expect == "ok" {
                 let plain = result.unwrap_or_else(|e| panic!("{path:?}: {e}"));
@@ -445,5 +455,6 @@ mod tests {
             seen += 1;
         }
         assert!(seen >= 5, "only {seen} vectors read");
+        assert!(kms_seen >= 1, "no kms_* vector read");
     }
 }

@@ -2,12 +2,13 @@
 //! names another key gets its data key re-wrapped under the active key and
 //! written back with a server-side CopyObject onto itself (metadata directive
 //! REPLACE), so no body byte moves or changes. Resumable: keys are listed in
-//! order and every line names the key it finished.
+//! order and every line names the key it finished. Strict-KMS objects
+//! (`kms=`) are left alone: the KMS holds their data keys, no KEK wraps them.
 
 use crate::object::{envelope_error, parse_envelope};
 use crate::s3::{Client, Response};
 use anyhow::{Context, Result};
-use s3crypt_filter::envelope::{Keyring, METADATA_HEADER};
+use s3crypt_filter::envelope::{Keyring, WrappedDek, METADATA_HEADER};
 use std::process::ExitCode;
 
 /// S3's limit for a single CopyObject.
@@ -33,6 +34,8 @@ enum Outcome {
     Rewrapped { from: String },
     WouldRewrap { from: String },
     AlreadyActive,
+    /// A strict-KMS object: its data key is the KMS's, no KEK wraps it.
+    KmsHeld,
     NotEncrypted,
     Failed(String),
 }
@@ -66,6 +69,9 @@ fn rewrap_one(client: &Client, keyring: &Keyring, bucket: &str, key: &str, dry_r
         Ok(e) => e,
         Err(e) => return Ok(Outcome::Failed(format!("{e:#}"))),
     };
+    if matches!(envelope.wrapped_dek, WrappedDek::Kms(_)) {
+        return Ok(Outcome::KmsHeld);
+    }
     if envelope.key_id == keyring.active_id() {
         return Ok(Outcome::AlreadyActive);
     }
@@ -94,7 +100,7 @@ fn rewrap_one(client: &Client, keyring: &Keyring, bucket: &str, key: &str, dry_r
 
 pub fn rewrap(client: &Client, keyring: &Keyring, bucket: &str, prefix: &str, start_after: Option<&str>, dry_run: bool) -> Result<ExitCode> {
     let active = keyring.active_id().to_owned();
-    let (mut rewrapped, mut already, mut plain, mut failed) = (0u64, 0u64, 0u64, 0u64);
+    let (mut rewrapped, mut already, mut kms_held, mut plain, mut failed) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut last: Option<String> = start_after.map(str::to_owned);
     let mut token: Option<String> = None;
     let mut n = 0u64;
@@ -117,6 +123,10 @@ pub fn rewrap(client: &Client, keyring: &Keyring, bucket: &str, prefix: &str, st
                     already += 1;
                     println!("[{n}] already under {active}: {key}");
                 }
+                Outcome::KmsHeld => {
+                    kms_held += 1;
+                    println!("[{n}] strict KMS object, its data key is the KMS's (nothing to rewrap), left alone: {key}");
+                }
                 Outcome::NotEncrypted => {
                     plain += 1;
                     println!("[{n}] not encrypted, left alone: {key}");
@@ -133,11 +143,11 @@ pub fn rewrap(client: &Client, keyring: &Keyring, bucket: &str, prefix: &str, st
             None => break,
         }
     }
-    if plain > 0 && rewrapped + already + failed == 0 {
+    if plain > 0 && rewrapped + already + kms_held + failed == 0 {
         eprintln!("note: no object under s3://{bucket}/{prefix} has an envelope: is --endpoint the backend? (the gateway hides {METADATA_HEADER})");
     }
     let verb = if dry_run { "to rewrap" } else { "rewrapped" };
-    println!("rewrap: {rewrapped} {verb}, {already} already under {active}, {plain} not encrypted, {failed} failed; last key: {}", last.as_deref().unwrap_or("-"));
+    println!("rewrap: {rewrapped} {verb}, {already} already under {active}, {kms_held} held by the KMS, {plain} not encrypted, {failed} failed; last key: {}", last.as_deref().unwrap_or("-"));
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
