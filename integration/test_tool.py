@@ -4,7 +4,9 @@ and multipart, both ciphers) are fetched straight from the s3s-fs backend,
 bytes + metadata, and decrypted byte-exact by the tool; `verify` catches a
 flipped byte; `rewrap` moves objects to a new key through the backend's S3
 API without changing a body byte, and the gateway reads them with the new key
-alone. The binary is built by `make tool` (part of `make integration-test`);
+alone. Strict-KMS objects (`kms=` envelopes) written through a strict-mode
+gateway come back with a KMS Decrypt call naming the object (moto's KMS).
+The binary is built by `make tool` (part of `make integration-test`);
 S3CRYPT_TOOL overrides its path.
 """
 
@@ -19,7 +21,7 @@ from pathlib import Path
 import pytest
 from boto3.s3.transfer import TransferConfig
 
-from test_kms import kms_config, kms_key, kms_server  # noqa: F401  (moto's KMS server fixtures)
+from test_kms import kms_config, kms_key, kms_server, strict_config, strict_key  # noqa: F401  (moto's KMS server fixtures)
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
@@ -263,3 +265,88 @@ def test_kms_held_keys_are_decrypted_with_a_signed_kms_call(run, kms_server, kms
     r = run("verify", tmp_path / "enc", "--metadata-file", tmp_path / "meta.json", "--config", bad,
             "--kms-endpoint", kms_server, check=False)
     assert r.returncode == 1 and "kms-2026" in r.stderr.decode() and "KMS refused Decrypt" in r.stderr.decode(), r.stderr
+
+
+def test_strict_kms_objects_come_back_with_a_kms_decrypt_naming_the_object(run, start_gateway, make_s3, new_bucket, backend_s3,
+                                                                           kms_server, strict_key, tmp_path):
+    gateway = start_gateway(strict_config(kms_server, strict_key), kms=kms_server)
+    s3 = make_s3(gateway)
+    bucket = new_bucket("tool-strict")
+    objects = {"single": os.urandom(200_000), "dir/multi part": os.urandom(11 * MiB + 17), "empty": b""}
+    small_parts = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
+    for key, data in objects.items():
+        s3.upload_fileobj(io.BytesIO(data), bucket, key, Config=small_parts)
+    # The gateway's own plugin JSON (kms_strict, backend); the KMS is moto's,
+    # over http, so its URL is given (default: https://<kms_strict.authority>).
+    config = write_config(tmp_path / "strict.json", gateway.filter_config())
+    kms = ("--config", config, "--kms-endpoint", kms_server)
+    files = {}
+    for key, data in objects.items():
+        got = backend_s3.get_object(Bucket=bucket, Key=key)
+        envelope = got["Metadata"]["s3crypt"]
+        assert ";k=kms;" in envelope and ";kms=" in envelope and ";w=" not in envelope, envelope
+        body, meta = tmp_path / f"{key.replace('/', '_')}.stored", tmp_path / f"{key.replace('/', '_')}.json"
+        body.write_bytes(got["Body"].read())
+        meta.write_text(json.dumps({"Metadata": got["Metadata"]}))
+        files[key] = (body, meta)
+
+        # Straight from the backend: the name is the s3:// location's.
+        assert run("decrypt", f"s3://{bucket}/{key}", *kms).stdout == data, key
+        # From files: the name the object was written under is given.
+        out = tmp_path / "out"
+        run("decrypt", body, "--metadata-file", meta, "--bucket", bucket, "--object-key", key, *kms, "-o", out)
+        assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(data).digest(), key
+        r = run("verify", body, "--metadata-file", meta, "--bucket", bucket, "--object-key", key, *kms)
+        assert r.stdout.decode().startswith("OK") and f"{len(data)} plaintext bytes" in r.stdout.decode(), r.stdout
+
+    body, meta = files["dir/multi part"]
+    info = json.loads(run("inspect", body, "--metadata-file", meta, "--bucket", bucket, "--object-key", "dir/multi part", *kms, "--json").stdout)
+    assert (info["key"], info["key_id"], info["layout"]) == ("unwraps", "kms", "multipart upload"), info
+    assert [s["part"] for s in info["segments"]] == [1, 2, 3] and info["data_key"].startswith("KMS-wrapped")
+
+    # Without the name, a clear error naming the flags; without kms_strict, one naming it.
+    r = run("decrypt", body, "--metadata-file", meta, *kms, "-o", tmp_path / "never", check=False)
+    assert r.returncode == 1 and "--bucket BUCKET and --object-key KEY" in r.stderr.decode(), r.stderr
+    assert not (tmp_path / "never").exists()
+    r = run("verify", body, "--metadata-file", meta, "--key", f"k2025={OLD}", "--bucket", bucket, "--object-key", "dir/multi part",
+            check=False)
+    assert r.returncode == 1 and "kms_strict" in r.stderr.decode(), r.stderr
+
+    # verify catches a flipped byte, after the KMS gave the key.
+    body, meta = files["single"]
+    raw = bytearray(body.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    (tmp_path / "bad").write_bytes(bytes(raw))
+    r = run("verify", tmp_path / "bad", "--metadata-file", meta, "--bucket", bucket, "--object-key", "single", *kms, check=False)
+    assert r.returncode == 1 and "FAILED" in r.stderr.decode() and "chunk_auth_failed" in r.stderr.decode(), r.stderr
+
+    # The blob presented under another name: the KMS refuses the context.
+    r = run("verify", body, "--metadata-file", meta, "--bucket", bucket, "--object-key", "other", *kms, check=False)
+    err = r.stderr.decode()
+    assert r.returncode == 1 and "unwrap_failed" in err and '"other"' in err and "InvalidCiphertextException" in err, err
+    r = run("decrypt", body, "--metadata-file", meta, "--bucket", "another-bucket", "--object-key", "single", *kms, check=False)
+    assert r.returncode == 1 and "unwrap_failed" in r.stderr.decode() and r.stdout == b"", r.stderr
+
+    # `get` restores the bucket, asking the KMS per object with its own name.
+    restored = tmp_path / "restored"
+    r = run("get", f"s3://{bucket}", *kms, "-o", restored)
+    for key, data in objects.items():
+        assert (restored / key).read_bytes() == data, key
+    assert r.stdout.decode().rstrip().endswith("3 written, 0 failed; last key: single")
+
+    # Stored bytes and metadata moved to another key: unreadable under the
+    # new name (as through the gateway), readable under the one it was written under.
+    backend_s3.put_object(Bucket=bucket, Key="moved", Body=body.read_bytes(), Metadata=json.loads(meta.read_text())["Metadata"])
+    r = run("decrypt", f"s3://{bucket}/moved", *kms, check=False)
+    assert r.returncode == 1 and "unwrap_failed" in r.stderr.decode() and '"moved"' in r.stderr.decode(), r.stderr
+    assert run("decrypt", f"s3://{bucket}/moved", "--bucket", bucket, "--object-key", "single", *kms).stdout == objects["single"]
+
+    # rewrap leaves strict objects alone (the KMS holds their keys) and does not fail.
+    with_kek = write_config(tmp_path / "with-kek.json", {**gateway.filter_config(), "keys": [{"id": "k2026", "key_hex": NEW}]})
+    before = {key: backend_s3.head_object(Bucket=bucket, Key=key)["Metadata"]["s3crypt"] for key in [*objects, "moved"]}
+    r = run("rewrap", f"s3://{bucket}", "--config", with_kek)
+    out = r.stdout.decode()
+    assert out.count("strict KMS object, its data key is the KMS's (nothing to rewrap), left alone: ") == len(objects) + 1, out
+    assert "0 rewrapped" in out and f"{len(objects) + 1} held by the KMS" in out and "0 failed" in out, out
+    for key, envelope in before.items():
+        assert backend_s3.head_object(Bucket=bucket, Key=key)["Metadata"]["s3crypt"] == envelope, key
