@@ -4,8 +4,7 @@
 #   make run     build, then start Envoy + filter (+ local s3s-fs backend unless
 #                S3CRYPT_UPSTREAM is set); settings: see scripts/gateway.py.
 #                Extra launcher options: make run ARGS=--no-filter
-#   make test    build, cargo test (native, then the filter's tests again as wasm in node),
-#                integration tests (pytest, real Envoy)
+#   make test    build, cargo test (native), integration tests (pytest, real Envoy)
 #                Extra pytest options: make test PYTEST_ARGS="-k passthrough -x"
 #   make check   render .run/envoy.yaml and validate it with Envoy (make check ARGS=--no-filter
 #                before the filter is built)
