@@ -49,8 +49,14 @@ run: build
 
 test: build cargo-test fuzz-smoke integration-test
 
+# Then the same tests compiled to wasm32-wasip1 (+simd128, as the filter) and run
+# in node's V8 (scripts/wasi-run.mjs, the runner set in .cargo/config.toml): the
+# filter's wasm-only code (the simd128 ChaCha20 of filter/src/chacha.rs) is
+# tested there, against the RustCrypto crate and the FORMAT.md vectors.
 cargo-test: bootstrap
 	@$(CARGO_ENV); cargo test --workspace
+	@command -v node >/dev/null || { echo "make: node (>= 20, for WASI) is needed to run the wasm tests" >&2; exit 1; }
+	@$(CARGO_ENV); cargo test --target wasm32-wasip1 -p s3crypt-filter --lib --test vectors --test stream_codec
 
 # A test-only build with the `fault-injection` feature (integration/test_faults.py).
 FAULT_WASM := target/fault/wasm32-wasip1/release/s3crypt_filter.wasm

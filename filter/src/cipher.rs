@@ -3,10 +3,19 @@
 //! Every object records its suite (see FORMAT.md, "Envelope"), so reading never
 //! depends on the gateway's current default.
 
+use aead::consts::{U12, U16};
 use aead::{AeadInPlace, KeyInit};
 use aes_gcm::Aes256Gcm;
-use chacha20poly1305::ChaCha20Poly1305;
 use zeroize::Zeroizing;
+
+/// ChaCha20-Poly1305 as the filter runs it. In wasm, `chacha.rs` (simd128,
+/// four blocks at once: the `chacha20` crate has no wasm SIMD backend);
+/// natively the RustCrypto crate, which has AVX2. Both produce the same bytes
+/// (chacha.rs tests this, natively and compiled to wasm under node).
+#[cfg(target_arch = "wasm32")]
+type ChaCha20Poly1305 = crate::chacha::ChaCha20Poly1305;
+#[cfg(not(target_arch = "wasm32"))]
+type ChaCha20Poly1305 = chacha20poly1305::ChaCha20Poly1305;
 
 /// AEAD tag length for both suites.
 pub const TAG_LEN: usize = 16;
@@ -50,7 +59,7 @@ impl Suite {
 }
 
 /// A keyed AEAD of either suite. The key schedule lives inside the RustCrypto
-/// types, which zeroize themselves on drop (`zeroize` feature of the crates).
+/// types and `chacha::ChaCha20Poly1305`, which zeroize themselves on drop.
 pub enum ChunkCipher {
     ChaCha(Box<ChaCha20Poly1305>),
     Aes(Box<Aes256Gcm>),
@@ -63,37 +72,52 @@ pub struct AeadError;
 
 impl ChunkCipher {
     pub fn new(suite: Suite, key: &Zeroizing<[u8; KEY_LEN]>) -> ChunkCipher {
-        let key = aead::Key::<ChaCha20Poly1305>::from_slice(key.as_slice());
         match suite {
+            #[cfg(target_arch = "wasm32")]
             Suite::ChaCha20Poly1305 => ChunkCipher::ChaCha(Box::new(ChaCha20Poly1305::new(key))),
-            Suite::Aes256Gcm => ChunkCipher::Aes(Box::new(Aes256Gcm::new(key))),
+            #[cfg(not(target_arch = "wasm32"))]
+            Suite::ChaCha20Poly1305 => ChunkCipher::ChaCha(Box::new(ChaCha20Poly1305::new(key.as_ref().into()))),
+            Suite::Aes256Gcm => ChunkCipher::Aes(Box::new(Aes256Gcm::new(key.as_ref().into()))),
         }
     }
 
     /// Encrypts `buf` in place and returns the tag.
     pub fn seal(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], AeadError> {
-        let nonce = aead::Nonce::<ChaCha20Poly1305>::from_slice(nonce);
-        let tag = match self {
-            ChunkCipher::ChaCha(c) => c.encrypt_in_place_detached(nonce, aad, buf),
-            ChunkCipher::Aes(c) => c.encrypt_in_place_detached(nonce, aad, buf),
+        match self {
+            #[cfg(target_arch = "wasm32")]
+            ChunkCipher::ChaCha(c) => c.seal(nonce, aad, buf),
+            #[cfg(not(target_arch = "wasm32"))]
+            ChunkCipher::ChaCha(c) => seal_rustcrypto(c.as_ref(), nonce, aad, buf),
+            ChunkCipher::Aes(c) => seal_rustcrypto(c.as_ref(), nonce, aad, buf),
         }
-        .map_err(|_| AeadError)?;
-        let mut out = [0u8; TAG_LEN];
-        out.copy_from_slice(tag.as_slice());
-        Ok(out)
     }
 
     /// Decrypts `buf` in place if `tag` authenticates it; on error `buf` holds
     /// no plaintext (the AEAD implementations only decrypt after verifying).
     pub fn open(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> Result<(), AeadError> {
-        let nonce = aead::Nonce::<ChaCha20Poly1305>::from_slice(nonce);
-        let tag = aead::Tag::<ChaCha20Poly1305>::from_slice(tag);
         match self {
-            ChunkCipher::ChaCha(c) => c.decrypt_in_place_detached(nonce, aad, buf, tag),
-            ChunkCipher::Aes(c) => c.decrypt_in_place_detached(nonce, aad, buf, tag),
+            #[cfg(target_arch = "wasm32")]
+            ChunkCipher::ChaCha(c) => c.open(nonce, aad, buf, tag),
+            #[cfg(not(target_arch = "wasm32"))]
+            ChunkCipher::ChaCha(c) => open_rustcrypto(c.as_ref(), nonce, aad, buf, tag),
+            ChunkCipher::Aes(c) => open_rustcrypto(c.as_ref(), nonce, aad, buf, tag),
         }
-        .map_err(|_| AeadError)
     }
+}
+
+fn seal_rustcrypto<A>(c: &A, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], AeadError>
+where
+    A: AeadInPlace<NonceSize = U12, TagSize = U16>,
+{
+    let tag = c.encrypt_in_place_detached(nonce.into(), aad, buf).map_err(|_| AeadError)?;
+    Ok(tag.into())
+}
+
+fn open_rustcrypto<A>(c: &A, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> Result<(), AeadError>
+where
+    A: AeadInPlace<NonceSize = U12, TagSize = U16>,
+{
+    c.decrypt_in_place_detached(nonce.into(), aad, buf, tag.into()).map_err(|_| AeadError)
 }
 
 /// Fills `out` from the operating system's CSPRNG (WASI `random_get` in Envoy).

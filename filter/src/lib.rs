@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod aws_chunked;
+pub mod chacha;
 pub mod cipher;
 pub mod config;
 pub mod copy;
