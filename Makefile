@@ -5,8 +5,9 @@
 #                S3CRYPT_UPSTREAM is set); settings: see scripts/gateway.py.
 #                Extra launcher options: make run ARGS=--no-filter
 #   make tool    build the recovery and admin tool: target/release/s3crypt (see README.md)
-#   make test    build, cargo test (native), a short fuzz run (every target from its seeds,
-#                fixed seed: scripts/fuzz.sh --smoke), integration tests (pytest, real Envoy)
+#   make test    build, cargo test (native, then the filter's tests again as wasm in node),
+#                a short fuzz run (every target from its seeds, fixed seed: scripts/fuzz.sh
+#                --smoke), integration tests (pytest, real Envoy)
 #                Extra pytest options: make test PYTEST_ARGS="-k passthrough -x"
 #   make check   render .run/envoy.yaml and validate it with Envoy (make check ARGS=--no-filter
 #                before the filter is built)

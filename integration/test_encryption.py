@@ -72,7 +72,7 @@ def assert_stored_encrypted(world, key, plaintext):
     stored, envelope = stored_object(world, key)
     assert envelope, "no envelope in the stored metadata"
     assert len(stored) == s3crypt_format.ciphertext_len(len(plaintext), CHUNK)
-    if plaintext:
+    if len(plaintext) >= 16:  # shorter runs turn up in random bytes by chance
         assert plaintext[:64] not in stored, "plaintext visible in the stored object"
     assert s3crypt_format.decrypt_object(bytes.fromhex(KEY_HEX), envelope, stored) == plaintext
 

@@ -238,9 +238,11 @@ fn listing_rewrite_is_linear_in_the_body_piece() {
         assert!(out.len() > body.len() / 2);
         start.elapsed()
     };
-    let (small, large) = (time(50), time(400));
+    // The fastest of several runs: a loaded machine only ever adds time.
+    let fastest = |n: usize| (0..7).map(|_| time(n)).min().unwrap_or_default();
+    let (small, large) = (fastest(100), fastest(800));
     // Eight times the records: linear work takes about 8x; quadratic about 64x.
-    assert!(large < small * 20, "50 records: {small:?}, 400 records: {large:?}");
+    assert!(large < small * 24, "100 records: {small:?}, 800 records: {large:?}");
 }
 
 /// What the fix of the test above leaves open, as FORMAT.md ("Reading
