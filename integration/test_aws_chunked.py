@@ -67,8 +67,11 @@ def test_unsigned_trailer_put(gateway, make_s3, backend_s3, data_dir, bucket, si
     key = f"chunked-{size}"
     resp, text = send(gateway, "PUT", f"/{bucket}/{key}", body, unsigned_trailer_headers(payload, body))
     assert resp.status == 200, text
-    # S3 echoes the trailer checksum.
-    assert resp.getheader("x-amz-checksum-crc32") == base64.b64encode(zlib.crc32(payload).to_bytes(4, "big")).decode()
+    # S3 echoes the trailer checksum. Not always for an empty body: its
+    # ciphertext is empty too, so the backend may answer before the trailer
+    # has been read (README, "What the filter does").
+    if size or resp.getheader("x-amz-checksum-crc32"):
+        assert resp.getheader("x-amz-checksum-crc32") == base64.b64encode(zlib.crc32(payload).to_bytes(4, "big")).decode()
     plain, raw = stored(backend_s3, data_dir, bucket, key)
     assert plain == payload
     assert len(raw) == s3crypt_format.ciphertext_len(size, 65536)  # no framing inside
