@@ -537,12 +537,12 @@ impl Exchange {
         }
         // Per-bucket rules: which key and cipher write, or no encryption.
         let bucket_write = settings.bucket_write(&auth::bucket_and_key(path).0);
-        let operation = match &bucket_write {
-            BucketWrite::Plaintext => operation.in_plaintext_bucket(multipart::backend_path(path).1.is_some()),
-            BucketWrite::Encrypt(_) => operation,
-        };
-        self.operation = Some(operation);
         self.plaintext_bucket = bucket_write == BucketWrite::Plaintext;
+        // In a plaintext bucket, an upload the gateway started (its id is the
+        // gateway's token) stays encrypted.
+        let gateway_upload = self.plaintext_bucket && multipart::backend_path(path).1.is_some();
+        let operation = if self.plaintext_bucket { operation.in_plaintext_bucket(gateway_upload) } else { operation };
+        self.operation = Some(operation);
         let write = match &bucket_write {
             BucketWrite::Encrypt(spec) => spec.clone(),
             // Copies keep their envelope, re-wrapped (REPLACE) under the active key.
@@ -567,7 +567,7 @@ impl Exchange {
         };
 
         match operation {
-            Operation::PutObject if self.plaintext_bucket => {
+            Operation::PutObject | Operation::UploadPart if self.plaintext_bucket && !gateway_upload => {
                 let (edits, upload) = put::plan_plaintext(&headers, chunk_signatures())?;
                 apply(host::REQUEST_HEADERS, &edits)?;
                 self.plaintext_write = true;
@@ -585,12 +585,6 @@ impl Exchange {
                 let (edits, upload, envelope) = put::plan(&headers, &settings, &write, chunk_signatures())?;
                 apply(host::REQUEST_HEADERS, &edits)?;
                 self.stored = Some(envelope);
-                self.start_upload(upload, end_of_stream)?;
-            }
-            Operation::UploadPart if self.plaintext_bucket && multipart::backend_path(path).1.is_none() => {
-                let (edits, upload) = put::plan_plaintext(&headers, chunk_signatures())?;
-                apply(host::REQUEST_HEADERS, &edits)?;
-                self.plaintext_write = true;
                 self.start_upload(upload, end_of_stream)?;
             }
             Operation::CreateMultipartUpload if self.plaintext_bucket => {
