@@ -7,12 +7,14 @@
 
 pub mod auth;
 pub mod aws_chunked;
+pub mod bitsliced_aes;
 pub mod chacha;
 pub mod cipher;
 pub mod config;
 pub mod copy;
 pub mod digest;
 pub mod envelope;
+pub mod gcm;
 pub mod kms;
 pub mod multipart;
 pub mod policy;
