@@ -14,15 +14,16 @@
 //! The output is byte-identical to the `chacha20poly1305` crate (the stored
 //! format depends on it): the Poly1305 key is block 0 of the keystream, data
 //! blocks count from 1, and the MAC covers AAD and ciphertext, each padded to
-//! 16 bytes, then both lengths as little-endian u64, with the `poly1305`
-//! crate (a two-block simd128 Poly1305 was no faster in V8: bench/RESULTS.md).
-//! Opening verifies the tag in constant time before decrypting anything, as
-//! the crate does.
+//! 16 bytes, then both lengths as little-endian u64, with `poly1305_mac.rs`
+//! (the `poly1305` crate's per-block function did not inline in the filter
+//! and cost as much as ChaCha20; a two-block simd128 Poly1305 was no faster
+//! in V8: bench/RESULTS.md). Opening verifies the tag in constant time
+//! (`subtle`) before decrypting anything, as the crate does.
 
 use crate::cipher::{AeadError, KEY_LEN, NONCE_LEN, TAG_LEN};
 use core::marker::PhantomData;
-use poly1305::universal_hash::{KeyInit, UniversalHash};
-use poly1305::Poly1305;
+use crate::poly1305_mac::Poly1305;
+use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// "expand 32-byte k", the ChaCha constant words.
@@ -317,7 +318,7 @@ impl<L: Lanes> ChaCha20Poly1305Lanes<L> {
         xor_group::<L>(&k, 0, &mut block0);
         let (mac_key, _) = block0.as_chunks::<32>();
         let mac_key = mac_key.first().ok_or(AeadError)?;
-        let mut mac = Poly1305::new(mac_key.into());
+        let mut mac = Poly1305::new(mac_key);
         mac.update_padded(aad);
         Ok((k, mac))
     }
@@ -326,7 +327,7 @@ impl<L: Lanes> ChaCha20Poly1305Lanes<L> {
         mac.update_padded(ciphertext);
         // Both lengths as little-endian u64, AAD first: one u128, little-endian.
         let lengths = (u128::from(ciphertext.len() as u64) << 64) | u128::from(aad.len() as u64);
-        mac.update(&[lengths.to_le_bytes().into()]);
+        mac.update_padded(&lengths.to_le_bytes());
         mac
     }
 
@@ -334,15 +335,17 @@ impl<L: Lanes> ChaCha20Poly1305Lanes<L> {
     pub fn seal(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], AeadError> {
         let (k, mac) = self.start(nonce, aad, buf.len())?;
         apply_keystream::<L>(&k, 1, buf);
-        Ok(Self::finish_mac(mac, aad, buf).finalize().into())
+        Ok(Self::finish_mac(mac, aad, buf).finalize())
     }
 
     /// Decrypts `buf` in place if `tag` authenticates it (constant-time
     /// comparison); on error `buf` is left as it was, still ciphertext.
     pub fn open(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> Result<(), AeadError> {
         let (k, mac) = self.start(nonce, aad, buf.len())?;
-        // `verify` compares in constant time (`subtle`).
-        Self::finish_mac(mac, aad, buf).verify(tag.into()).map_err(|_| AeadError)?;
+        let expected = Self::finish_mac(mac, aad, buf).finalize();
+        if !bool::from(expected.ct_eq(tag)) {
+            return Err(AeadError);
+        }
         apply_keystream::<L>(&k, 1, buf);
         Ok(())
     }

@@ -18,6 +18,7 @@ pub mod gcm;
 pub mod kms;
 pub mod multipart;
 pub mod policy;
+pub mod poly1305_mac;
 pub mod put;
 pub mod upload_id;
 pub mod xml;
