@@ -146,7 +146,7 @@ impl Lanes for SimdLanes {
     fn xor(self, o: Self) -> Self {
         SimdLanes(core::arch::wasm32::v128_xor(self.0, o.0))
     }
-    // Rotations by whole bytes are one byte shuffle (pshufb in V8 on x86).
+    // Rotation by 16 is a 16-bit lane swap (pshuflw + pshufhw in V8 on x86).
     #[inline(always)]
     fn rotl16(self) -> Self {
         use core::arch::wasm32::i8x16_shuffle;
@@ -157,10 +157,12 @@ impl Lanes for SimdLanes {
         use core::arch::wasm32::{u32x4_shl, u32x4_shr, v128_or};
         SimdLanes(v128_or(u32x4_shl(self.0, 12), u32x4_shr(self.0, 20)))
     }
+    // A byte shuffle would do, but V8 rebuilds a `pshufb` mask from two
+    // 64-bit constants at every use (five instructions); shifts take three.
     #[inline(always)]
     fn rotl8(self) -> Self {
-        use core::arch::wasm32::i8x16_shuffle;
-        SimdLanes(i8x16_shuffle::<3, 0, 1, 2, 7, 4, 5, 6, 11, 8, 9, 10, 15, 12, 13, 14>(self.0, self.0))
+        use core::arch::wasm32::{u32x4_shl, u32x4_shr, v128_or};
+        SimdLanes(v128_or(u32x4_shl(self.0, 8), u32x4_shr(self.0, 24)))
     }
     #[inline(always)]
     fn rotl7(self) -> Self {
