@@ -13,6 +13,7 @@ pub mod config;
 pub mod copy;
 pub mod digest;
 pub mod envelope;
+pub mod ghash;
 pub mod kms;
 pub mod multipart;
 pub mod policy;
