@@ -3,12 +3,14 @@
 //!
 //! wasm has no carry-less multiply. The `ghash` crate (through `polyval`'s
 //! `soft32` backend on wasm32) multiplies with integer multiplications on
-//! masked operands and runs at ~190 MB/s in V8 (bench/RESULTS.md). This
-//! module uses the 4-bit table method instead, made constant time the way
-//! BoringSSL's `gcm_ghash_ssse3` does: the tables live in vector registers
-//! and are read with `i8x16.swizzle` (one `pshufb` in V8 on x86), which
-//! looks up 16 secret nibbles at once without touching memory at a secret
-//! address. Nothing branches on, or indexes memory with, H or the data.
+//! masked operands and runs at ~100-190 MB/s in V8. This module uses the
+//! 4-bit table method instead, made constant time the way BoringSSL's
+//! `gcm_ghash_ssse3` does: the tables are read with `i8x16.swizzle` (a
+//! `pshufb` in V8 on x86), which looks up 16 secret nibbles at once inside a
+//! register, never at a secret memory address. Nothing branches on, or
+//! indexes memory with, H or the data. ~5-7× the crate in V8 (bench/RESULTS.md,
+//! "Constant-time GHASH for V8"); the same integer-multiplication method
+//! with Karatsuba and four blocks per reduction was no faster than the crate.
 //!
 //! ## The multiplication
 //!
@@ -25,19 +27,27 @@
 //! b + k of the 32-byte unreduced product. The tables are stored transposed:
 //! row k is byte k of all 16 entries, one vector; one swizzle of row k by the
 //! 16 high nibbles of X gives byte k of all 16 terms, in the lane of the byte
-//! they came from. Summing the 16 rows, each shifted one lane further (Horner:
-//! shift the 32-byte sum by one lane, add the next row), gives the product;
-//! 32 swizzles per block. The upper 16 bytes are folded back with
-//! x^128 = x^7 + x^2 + x + 1, itself a small nibble table (see [`reduce`]).
+//! they came from (the low nibbles likewise with the other table). Summing
+//! the 16 rows, each one lane further up (Horner: move the 32-byte sum up by
+//! one lane, add the next row), gives the product; 32 swizzles per block.
+//! The upper 16 bytes are folded back with x^128 = x^7 + x^2 + x + 1, itself
+//! a small nibble table (see `reduce`).
 //!
 //! Four blocks share one sum and one reduction: (Y ⊕ X1)·H^4 ⊕ X2·H^3 ⊕
-//! X3·H^2 ⊕ X4·H, with tables for the four powers of H.
+//! X3·H^2 ⊕ X4·H, with tables for the four powers of H (2 KiB). Two blocks
+//! were slower in V8, eight no faster.
+//!
+//! V8 adds a saturating add to each swizzle (out-of-range indices must give
+//! 0); a build with `+relaxed-simd` uses `i8x16.relaxed_swizzle` instead,
+//! ~35 % faster in node with `--experimental-wasm-relaxed-simd`, only for a
+//! V8 that has relaxed SIMD on.
 //!
 //! The algorithm is generic over the lane type, as in `chacha.rs`:
 //! [`SimdLanes`] (wasm32 `v128`) is what the filter runs, [`PortableLanes`]
-//! (plain arrays, its lookup a constant-time select over the 16 entries) runs
-//! the same code natively so it is tested there too. The output is
-//! byte-identical to the `ghash` crate (differential tests below).
+//! (plain arrays, its lookup a constant-time select over the 16 entries,
+//! slow) runs the same code natively so it is tested there too; natively
+//! AES-GCM keeps the RustCrypto crates (CLMUL). The output is byte-identical
+//! to the `ghash` crate (differential tests below).
 
 use core::marker::PhantomData;
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -339,11 +349,15 @@ impl<L: Lanes> GHashLanes<L> {
     }
 
     fn set_power(&mut self, slot: usize, e: &[u8; 16]) {
-        for (row, built) in self.rows.iter_mut().zip(nibble_rows(u128::from_be_bytes(*e))) {
+        // Like the RustCrypto crates, this scrubs the copies it names; the
+        // compiler's own temporaries are out of reach.
+        let mut built = nibble_rows(u128::from_be_bytes(*e));
+        for (row, built) in self.rows.iter_mut().zip(&built) {
             if let Some(r) = row.get_mut(slot) {
-                *r = built;
+                *r = *built;
             }
         }
+        built.zeroize();
     }
 
     /// Σ blocks[i]·H^(N-i), reduced: the caller has XORed Y into blocks[0].
