@@ -43,7 +43,7 @@
 //! V8 that has relaxed SIMD on.
 //!
 //! The algorithm is generic over the lane type, as in `chacha.rs`:
-//! [`SimdLanes`] (wasm32 `v128`) is what the filter runs, [`PortableLanes`]
+//! `SimdLanes` (wasm32 `v128`) is what the filter runs, [`PortableLanes`]
 //! (plain arrays, its lookup a constant-time select over the 16 entries,
 //! slow) runs the same code natively so it is tested there too; natively
 //! AES-GCM keeps the RustCrypto crates (CLMUL). The output is byte-identical
