@@ -539,7 +539,7 @@ mod tests {
             seed ^= seed << 17;
             seed.to_le_bytes()[0]
         };
-        for len in [0, 1, 15, 16, 17, 31, 32, 47, 48, 63, 64, 65, 79, 80, 127, 128, 129, 1000] {
+        for len in [0, 1, 15, 16, 17, 31, 32, 47, 48, 63, 64, 65, 79, 80, 127, 128, 129, 1000, 4113] {
             let h: [u8; 16] = core::array::from_fn(|_| next());
             let data: Vec<u8> = (0..len).map(|_| next()).collect();
             assert_eq!(ours::<L>(&h, &[&data]), crate_ghash(&h, &[&data]), "len {len}");
