@@ -311,7 +311,7 @@ fn reduce<L: Lanes>(low: L, high: L) -> L {
 /// GHASH (NIST SP 800-38D) keyed by H = E_K(0^128), GCM's byte/bit order,
 /// over lanes `L`.
 ///
-/// `new` builds 2 KiB of tables (H to H^4, 4-8 µs in V8); to hash many
+/// `new` builds 2 KiB of tables (H to H^4, ~4 µs in V8); to hash many
 /// messages under one key, build once and `reset` between messages.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct GHashLanes<L: Lanes> {
