@@ -1,6 +1,6 @@
 //! AES-256-GCM (NIST SP 800-38D, 96-bit nonces) for the filter inside V8:
 //! the bitsliced AES of `bitsliced_aes.rs` in counter mode, eight blocks per
-//! pass, and GHASH.
+//! pass, and the swizzle-table GHASH of `ghash.rs`.
 //!
 //! Byte-identical to the `aes-gcm` crate, which natively keeps running (it
 //! has AES-NI and PCLMULQDQ): J0 = nonce ‖ 1 masks the tag, data blocks count
@@ -12,8 +12,7 @@
 use crate::bitsliced_aes::{encrypt_batch, encrypt_block, Lanes, RoundKeys, BATCH_LEN, BLOCK_LEN};
 use crate::cipher::{AeadError, KEY_LEN, NONCE_LEN, TAG_LEN};
 use core::marker::PhantomData;
-use ghash::universal_hash::{KeyInit, UniversalHash};
-use ghash::GHash;
+use crate::ghash::GHash;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -24,8 +23,9 @@ const MAX_BLOCKS: u64 = (1 << 32) - 2;
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct Aes256GcmLanes<L: Lanes> {
     round_keys: RoundKeys,
-    /// H = AES_K(0^128), GHASH's key.
-    hash_key: [u8; 16],
+    /// GHASH keyed with H = AES_K(0^128), its tables built once per key;
+    /// each message hashes with a copy.
+    ghash: GHash,
     #[zeroize(skip)]
     lanes: PhantomData<L>,
 }
@@ -74,19 +74,19 @@ fn apply_keystream<L: Lanes>(keys: &RoundKeys, nonce: &[u8; NONCE_LEN], mut coun
 impl<L: Lanes> Aes256GcmLanes<L> {
     pub fn new(key: &[u8; KEY_LEN]) -> Self {
         let round_keys = RoundKeys::new(key);
-        let hash_key = encrypt_block::<L>(&round_keys, &[0; 16]);
-        Aes256GcmLanes { round_keys, hash_key, lanes: PhantomData }
+        let hash_key = Zeroizing::new(encrypt_block::<L>(&round_keys, &[0; 16]));
+        Aes256GcmLanes { round_keys, ghash: GHash::new(&hash_key), lanes: PhantomData }
     }
 
     /// The tag over `aad` and `ciphertext`.
     fn tag(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], ciphertext: &[u8]) -> [u8; TAG_LEN] {
-        let mut ghash = GHash::new(&self.hash_key.into());
+        let mut ghash = self.ghash.clone();
         ghash.update_padded(aad);
         ghash.update_padded(ciphertext);
         let bits = |len: usize| (len as u64).wrapping_mul(8);
         let lengths = (u128::from(bits(aad.len())) << 64) | u128::from(bits(ciphertext.len()));
-        ghash.update(&[lengths.to_be_bytes().into()]);
-        let mut tag: [u8; TAG_LEN] = ghash.finalize().into();
+        ghash.update_padded(&lengths.to_be_bytes());
+        let mut tag: [u8; TAG_LEN] = ghash.finalize();
         let mask = Zeroizing::new(encrypt_block::<L>(&self.round_keys, &counter_block(nonce, 1)));
         for (t, m) in tag.iter_mut().zip(mask.iter()) {
             *t ^= m;
@@ -128,7 +128,7 @@ mod tests {
     use crate::bitsliced_aes::PortableLanes;
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     use crate::bitsliced_aes::SimdLanes;
-    use aead::{AeadInPlace};
+    use aead::{AeadInPlace, KeyInit};
     use proptest::prelude::*;
 
     fn unhex(s: &str) -> Vec<u8> {
@@ -215,8 +215,10 @@ mod tests {
         assert!(buf == plaintext, "round trip differs, len {}", plaintext.len());
     }
 
-    /// Lengths around the block (16) and batch (128) boundaries.
-    const EDGE_LENGTHS: [usize; 14] = [0, 1, 15, 16, 17, 127, 128, 129, 255, 256, 257, 1000, 4096, 65536];
+    /// Lengths around the block (16), GHASH group (64) and AES batch (128)
+    /// boundaries. (Tests run unoptimised, where the portable lanes are slow:
+    /// the lengths stay small; nothing in the code depends on larger ones.)
+    const EDGE_LENGTHS: [usize; 16] = [0, 1, 15, 16, 17, 63, 64, 65, 127, 128, 129, 255, 256, 257, 1000, 4113];
 
     fn edge_lengths<L: Lanes>() {
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
@@ -243,7 +245,7 @@ mod tests {
     }
 
     fn length() -> impl Strategy<Value = usize> {
-        prop_oneof![proptest::sample::select(EDGE_LENGTHS.to_vec()), 0..2048usize, 2048..70_000usize]
+        prop_oneof![proptest::sample::select(EDGE_LENGTHS.to_vec()), 0..2048usize, 2048..20_000usize]
     }
 
     proptest! {

@@ -15,6 +15,7 @@ pub mod copy;
 pub mod digest;
 pub mod envelope;
 pub mod gcm;
+pub mod ghash;
 pub mod kms;
 pub mod multipart;
 pub mod policy;
