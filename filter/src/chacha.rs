@@ -357,7 +357,8 @@ impl<L: Lanes> ChaCha20Poly1305Lanes<L> {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-    use aead::{AeadInPlace, KeyInit};
+    use crate::cipher_tests::{aead_proptests, for_edge_cases, same_as_reference, InPlaceAead};
+    use aead::KeyInit;
     use proptest::prelude::*;
 
     fn unhex(s: &str) -> Vec<u8> {
@@ -441,42 +442,26 @@ mod tests {
         for_each_lanes!(rfc8439_2_8_2);
     }
 
-    /// Seals with the `chacha20poly1305` crate and with `L`, compares, opens
-    /// the crate's output with `L`.
+    impl<L: Lanes> InPlaceAead for ChaCha20Poly1305Lanes<L> {
+        fn seal(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], AeadError> {
+            ChaCha20Poly1305Lanes::seal(self, nonce, aad, buf)
+        }
+        fn open(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> Result<(), AeadError> {
+            ChaCha20Poly1305Lanes::open(self, nonce, aad, buf, tag)
+        }
+    }
+
+    /// Against the `chacha20poly1305` crate.
     fn same_as_crate<L: Lanes>(key: &[u8; 32], nonce: &[u8; 12], aad: &[u8], plaintext: &[u8]) {
         let reference = chacha20poly1305::ChaCha20Poly1305::new(key.into());
-        let mut expected = plaintext.to_vec();
-        let expected_tag = reference.encrypt_in_place_detached(nonce.into(), aad, &mut expected).unwrap();
-
-        let aead = ChaCha20Poly1305Lanes::<L>::new(key);
-        let mut buf = plaintext.to_vec();
-        let tag = aead.seal(nonce, aad, &mut buf).unwrap();
-        assert!(buf == expected, "ciphertext differs, len {}", plaintext.len());
-        assert_eq!(tag, <[u8; 16]>::from(expected_tag), "tag differs, len {}", plaintext.len());
-        assert_eq!(aead.open(nonce, aad, &mut buf, &tag), Ok(()));
-        assert!(buf == plaintext, "round trip differs, len {}", plaintext.len());
+        same_as_reference(&reference, &ChaCha20Poly1305Lanes::<L>::new(key), nonce, aad, plaintext);
     }
 
     /// Lengths around the block (64) and four-block group (256) boundaries.
     const EDGE_LENGTHS: [usize; 14] = [0, 1, 15, 16, 17, 63, 64, 65, 255, 256, 257, 511, 1000, 65536];
 
     fn edge_lengths<L: Lanes>() {
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed.to_le_bytes()[0]
-        };
-        for len in EDGE_LENGTHS {
-            for aad_len in [0, 1, 16, 17, 44] {
-                let key: [u8; 32] = core::array::from_fn(|_| next());
-                let nonce: [u8; 12] = core::array::from_fn(|_| next());
-                let aad: Vec<u8> = (0..aad_len).map(|_| next()).collect();
-                let plaintext: Vec<u8> = (0..len).map(|_| next()).collect();
-                same_as_crate::<L>(&key, &nonce, &aad, &plaintext);
-            }
-        }
+        for_edge_cases(&EDGE_LENGTHS, same_as_crate::<L>);
     }
 
     #[test]
@@ -488,48 +473,5 @@ mod tests {
         prop_oneof![proptest::sample::select(EDGE_LENGTHS.to_vec()), 0..2048usize, 2048..70_000usize]
     }
 
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
-
-        #[test]
-        fn same_as_crate_random(
-            key in any::<[u8; 32]>(),
-            nonce in any::<[u8; 12]>(),
-            aad in proptest::collection::vec(any::<u8>(), 0..80),
-            len in length(),
-            fill in any::<u8>(),
-        ) {
-            let plaintext: Vec<u8> = (0..len).map(|i| i.to_le_bytes()[0].wrapping_mul(31) ^ fill).collect();
-            same_as_crate::<PortableLanes>(&key, &nonce, &aad, &plaintext);
-            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-            same_as_crate::<SimdLanes>(&key, &nonce, &aad, &plaintext);
-        }
-
-        /// Any change to ciphertext, AAD or tag is refused, and the buffer
-        /// still holds the ciphertext.
-        #[test]
-        fn tampering_is_refused(
-            key in any::<[u8; 32]>(),
-            aad in proptest::collection::vec(any::<u8>(), 0..40),
-            len in 1..600usize,
-            flip_at in any::<proptest::sample::Index>(),
-            bit in 0..8u32,
-        ) {
-            let aead = ChaCha20Poly1305::new(&key);
-            let nonce = [9; 12];
-            let mut sealed: Vec<u8> = (0..len).map(|i| i.to_le_bytes()[0]).collect();
-            let tag = aead.seal(&nonce, &aad, &mut sealed).unwrap();
-            let mut bad = sealed.clone();
-            let at = flip_at.index(len);
-            bad[at] ^= 1 << bit;
-            let tampered = bad.clone();
-            prop_assert_eq!(aead.open(&nonce, &aad, &mut bad, &tag), Err(AeadError));
-            prop_assert!(bad == tampered);
-            let mut bad_tag = tag;
-            bad_tag[at % 16] ^= 1 << bit;
-            let mut buf = sealed.clone();
-            prop_assert_eq!(aead.open(&nonce, &aad, &mut buf, &bad_tag), Err(AeadError));
-            prop_assert!(buf == sealed);
-        }
-    }
+    aead_proptests!(cases: 64, length: length(), same: same_as_crate, new: ChaCha20Poly1305::new);
 }

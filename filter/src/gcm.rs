@@ -128,7 +128,8 @@ mod tests {
     use crate::bitsliced_aes::PortableLanes;
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     use crate::bitsliced_aes::SimdLanes;
-    use aead::{AeadInPlace, KeyInit};
+    use crate::cipher_tests::{aead_proptests, for_edge_cases, same_as_reference, InPlaceAead};
+    use aead::KeyInit;
     use proptest::prelude::*;
 
     fn unhex(s: &str) -> Vec<u8> {
@@ -199,20 +200,19 @@ mod tests {
         for_each_lanes!(gcm_spec_cases);
     }
 
-    /// Seals with the `aes-gcm` crate and with `L`, compares, opens the
-    /// crate's output with `L`.
+    impl<L: Lanes> InPlaceAead for Aes256GcmLanes<L> {
+        fn seal(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], AeadError> {
+            Aes256GcmLanes::seal(self, nonce, aad, buf)
+        }
+        fn open(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> Result<(), AeadError> {
+            Aes256GcmLanes::open(self, nonce, aad, buf, tag)
+        }
+    }
+
+    /// Against the `aes-gcm` crate.
     fn same_as_crate<L: Lanes>(key: &[u8; 32], nonce: &[u8; 12], aad: &[u8], plaintext: &[u8]) {
         let reference = aes_gcm::Aes256Gcm::new(key.into());
-        let mut expected = plaintext.to_vec();
-        let expected_tag = reference.encrypt_in_place_detached(nonce.into(), aad, &mut expected).unwrap();
-
-        let aead = Aes256GcmLanes::<L>::new(key);
-        let mut buf = plaintext.to_vec();
-        let tag = aead.seal(nonce, aad, &mut buf).unwrap();
-        assert!(buf == expected, "ciphertext differs, len {}", plaintext.len());
-        assert_eq!(tag, <[u8; 16]>::from(expected_tag), "tag differs, len {}", plaintext.len());
-        assert_eq!(aead.open(nonce, aad, &mut buf, &tag), Ok(()));
-        assert!(buf == plaintext, "round trip differs, len {}", plaintext.len());
+        same_as_reference(&reference, &Aes256GcmLanes::<L>::new(key), nonce, aad, plaintext);
     }
 
     /// Lengths around the block (16), GHASH group (64) and AES batch (128)
@@ -221,22 +221,7 @@ mod tests {
     const EDGE_LENGTHS: [usize; 16] = [0, 1, 15, 16, 17, 63, 64, 65, 127, 128, 129, 255, 256, 257, 1000, 4113];
 
     fn edge_lengths<L: Lanes>() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed.to_le_bytes()[0]
-        };
-        for len in EDGE_LENGTHS {
-            for aad_len in [0, 1, 16, 17, 44] {
-                let key: [u8; 32] = core::array::from_fn(|_| next());
-                let nonce: [u8; 12] = core::array::from_fn(|_| next());
-                let aad: Vec<u8> = (0..aad_len).map(|_| next()).collect();
-                let plaintext: Vec<u8> = (0..len).map(|_| next()).collect();
-                same_as_crate::<L>(&key, &nonce, &aad, &plaintext);
-            }
-        }
+        for_edge_cases(&EDGE_LENGTHS, same_as_crate::<L>);
     }
 
     #[test]
@@ -248,48 +233,5 @@ mod tests {
         prop_oneof![proptest::sample::select(EDGE_LENGTHS.to_vec()), 0..2048usize, 2048..20_000usize]
     }
 
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(48))]
-
-        #[test]
-        fn same_as_crate_random(
-            key in any::<[u8; 32]>(),
-            nonce in any::<[u8; 12]>(),
-            aad in proptest::collection::vec(any::<u8>(), 0..80),
-            len in length(),
-            fill in any::<u8>(),
-        ) {
-            let plaintext: Vec<u8> = (0..len).map(|i| i.to_le_bytes()[0].wrapping_mul(31) ^ fill).collect();
-            same_as_crate::<PortableLanes>(&key, &nonce, &aad, &plaintext);
-            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-            same_as_crate::<SimdLanes>(&key, &nonce, &aad, &plaintext);
-        }
-
-        /// Any change to ciphertext, AAD or tag is refused, and the buffer
-        /// still holds the ciphertext.
-        #[test]
-        fn tampering_is_refused(
-            key in any::<[u8; 32]>(),
-            aad in proptest::collection::vec(any::<u8>(), 0..40),
-            len in 1..600usize,
-            flip_at in any::<proptest::sample::Index>(),
-            bit in 0..8u32,
-        ) {
-            let aead = Aes256Gcm::new(&key);
-            let nonce = [9; 12];
-            let mut sealed: Vec<u8> = (0..len).map(|i| i.to_le_bytes()[0]).collect();
-            let tag = aead.seal(&nonce, &aad, &mut sealed).unwrap();
-            let mut bad = sealed.clone();
-            let at = flip_at.index(len);
-            bad[at] ^= 1 << bit;
-            let tampered = bad.clone();
-            prop_assert_eq!(aead.open(&nonce, &aad, &mut bad, &tag), Err(AeadError));
-            prop_assert!(bad == tampered);
-            let mut bad_tag = tag;
-            bad_tag[at % 16] ^= 1 << bit;
-            let mut buf = sealed.clone();
-            prop_assert_eq!(aead.open(&nonce, &aad, &mut buf, &bad_tag), Err(AeadError));
-            prop_assert!(buf == sealed);
-        }
-    }
+    aead_proptests!(cases: 48, length: length(), same: same_as_crate, new: Aes256Gcm::new);
 }

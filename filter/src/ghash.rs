@@ -529,13 +529,7 @@ mod tests {
     /// Lengths around the block (16) and group (64) sizes, absorbed in one
     /// call and byte by byte-ish pieces.
     fn edge_lengths<L: Lanes>() {
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed.to_le_bytes()[0]
-        };
+        let mut next = crate::cipher_tests::byte_stream();
         for len in [0, 1, 15, 16, 17, 31, 32, 47, 48, 63, 64, 65, 79, 80, 127, 128, 129, 1000, 4113] {
             let h: [u8; 16] = core::array::from_fn(|_| next());
             let data: Vec<u8> = (0..len).map(|_| next()).collect();

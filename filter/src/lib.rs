@@ -10,6 +10,8 @@ pub mod aws_chunked;
 pub mod bitsliced_aes;
 pub mod chacha;
 pub mod cipher;
+#[cfg(test)]
+mod cipher_tests;
 pub mod config;
 pub mod copy;
 pub mod digest;
