@@ -23,12 +23,15 @@ from conftest import TEST_KEY_HEX
 
 ALICE = ("AKIAALICE000000001", "alice-secret-key-0000000000000000000000")
 BOB = ("AKIABOB00000000002", "bob-secret-key-00000000000000000000000")
+# Carol's secret reaches the filter through the VM's environment only.
+CAROL = ("AKIACAROL0000000003", "carol-secret-key-from-the-environment0")
 
 
 @pytest.fixture(scope="module")
 def authed(start_gateway, new_bucket):
     bucket = new_bucket("auth")
     other = new_bucket("auth-other")
+    os.environ["S3CRYPT_TEST_CAROL_SECRET"] = CAROL[1]
     config = {
         "keys": [{"id": "default", "key_hex": TEST_KEY_HEX}],
         "clients": [
@@ -36,6 +39,8 @@ def authed(start_gateway, new_bucket):
              "grants": [{"bucket": "auth-*", "actions": ["read", "write", "delete", "list"]}]},
             {"access_key_id": BOB[0], "secret_access_key": BOB[1],
              "grants": [{"bucket": bucket, "prefix": "shared/", "actions": ["read", "list"]}]},
+            {"access_key_id": CAROL[0], "secret_access_key_env": "S3CRYPT_TEST_CAROL_SECRET",
+             "grants": [{"bucket": bucket, "prefix": "shared/", "actions": ["read", "write", "delete", "list"]}]},
         ],
         "anonymous": {"grants": [{"bucket": bucket, "prefix": "public/", "actions": ["read"]}]},
     }
@@ -73,6 +78,13 @@ def test_signed_clients_work_and_policies_apply(authed):
         bob.list_objects_v2(Bucket=bucket)  # no prefix: more than his grant
     assert code(e) == "AccessDenied"
     with pytest.raises(ClientError) as e:
+        bob.list_objects(Bucket=bucket, Prefix="private/")  # ListObjects V1 too
+    assert code(e) == "AccessDenied"
+    # Two prefixes: which one a backend lists is not the gateway's to guess.
+    resp, text = send(gw, signed_request(gw, BOB, "GET", f"/{bucket}?list-type=2&prefix=shared%2F&prefix=t", b"",
+                                         {"x-amz-content-sha256": hashlib.sha256(b"").hexdigest()}))
+    assert resp.status == 403 and b"<Code>AccessDenied</Code>" in text, text
+    with pytest.raises(ClientError) as e:
         bob.delete_object(Bucket=bucket, Key="shared/doc")
     assert code(e) == "AccessDenied"
     # Copy needs read on the source and write on the target.
@@ -80,6 +92,17 @@ def test_signed_clients_work_and_policies_apply(authed):
     with pytest.raises(ClientError) as e:
         bob.copy_object(Bucket=bucket, Key="shared/copy", CopySource={"Bucket": bucket, "Key": "shared/doc"})
     assert code(e) == "AccessDenied"
+    # Carol reads and writes under shared/ only, also through "..".
+    carol = client(gw, CAROL)
+    carol.copy_object(Bucket=bucket, Key="shared/copy", CopySource={"Bucket": bucket, "Key": "shared/doc"})
+    for call in [lambda: carol.copy_object(Bucket=bucket, Key="shared/stolen", CopySource=f"{bucket}/shared/../private/doc"),
+                 lambda: carol.get_object(Bucket=bucket, Key="shared/../private/doc"),
+                 lambda: carol.put_object(Bucket=bucket, Key="shared/../private/doc", Body=b"overwritten"),
+                 lambda: carol.list_objects_v2(Bucket=bucket, Prefix="shared/../")]:
+        with pytest.raises(ClientError) as e:
+            call()
+        assert code(e) == "AccessDenied"
+    assert alice.get_object(Bucket=bucket, Key="private/doc")["Body"].read() == b"alice only"
 
 
 def test_bad_signatures_and_unknown_keys(authed):
@@ -97,7 +120,9 @@ def test_anonymous_only_where_granted(authed):
     client(gw, ALICE).put_object(Bucket=bucket, Key="public/page", Body=b"hello world")
     with urllib.request.urlopen(f"{gw.endpoint}/{bucket}/public/page") as r:
         assert r.read() == b"hello world"
-    for method, path in [("GET", f"/{bucket}/private/doc"), ("PUT", f"/{bucket}/public/new"), ("GET", f"/{bucket}?list-type=2")]:
+    # (s3s-fs resolves "..": the first two would read private/doc.)
+    for method, path in [("GET", f"/{bucket}/public/../private/doc"), ("GET", f"/{bucket}/public//%2E%2E/private/doc"),
+                         ("GET", f"/{bucket}/private/doc"), ("PUT", f"/{bucket}/public/new"), ("GET", f"/{bucket}?list-type=2")]:
         req = urllib.request.Request(f"{gw.endpoint}{path}", method=method, data=b"x" if method == "PUT" else None)
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(req)
@@ -129,6 +154,9 @@ def test_presigned_urls(authed):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(expired)
     assert e.value.code == 403
+    # Refused or not, a URL's signature never reaches the logs.
+    time.sleep(0.5)
+    assert expired.split("X-Amz-Signature=")[1] not in gw.log.read_text(errors="replace")
     # More than 7 days: S3 refuses, and so does the gateway.
     week_plus = alice.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "private/presigned"}, ExpiresIn=8 * 24 * 3600)
     with pytest.raises(urllib.error.HTTPError) as e:
@@ -224,12 +252,29 @@ def test_signed_streaming_upload_chunks_are_verified(authed):
 
 def test_delete_objects_checks_every_key(authed, new_bucket):
     gw, bucket, _ = authed
-    alice, bob = client(gw, ALICE), client(gw, BOB)
+    alice, bob, carol = client(gw, ALICE), client(gw, BOB), client(gw, CAROL)
     alice.put_object(Bucket=bucket, Key="shared/keep", Body=b"1")
+    alice.put_object(Bucket=bucket, Key="private/keep", Body=b"2")
     with pytest.raises(ClientError) as e:
         bob.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "shared/keep"}]})
     assert code(e) == "AccessDenied"
+    # Carol may delete under shared/ only: one key outside refuses the batch.
+    with pytest.raises(ClientError) as e:
+        carol.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "shared/keep"}, {"Key": "private/keep"}]})
+    assert code(e) == "AccessDenied"
+    # A key the backend's XML parser reads but a search for <Key> misses.
+    import base64
+    for body in [b"<Delete><Object><Key >private/keep</Key></Object></Delete>",
+                 b'<Delete><s3:Object xmlns:s3="http://s3.amazonaws.com/doc/2006-03-01/"><s3:Key>private/keep</s3:Key></s3:Object></Delete>',
+                 b"<Delete><Object><Key>shared/<![CDATA[x]]></Key></Object></Delete>"]:
+        req = signed_request(gw, CAROL, "POST", f"/{bucket}?delete", body,
+                             {"x-amz-content-sha256": hashlib.sha256(body).hexdigest(), "Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode()})
+        resp, text = send(gw, req)
+        assert resp.status == 400 and b"<Code>MalformedXML</Code>" in text, (body, text)
     assert alice.get_object(Bucket=bucket, Key="shared/keep")["Body"].read() == b"1"
+    assert alice.get_object(Bucket=bucket, Key="private/keep")["Body"].read() == b"2"
+    assert carol.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "shared/keep"}]})["Deleted"] == [{"Key": "shared/keep"}]
+    alice.put_object(Bucket=bucket, Key="shared/keep", Body=b"1")
     out = alice.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "shared/keep"}]})
     assert [d["Key"] for d in out.get("Deleted", [])] == ["shared/keep"]
 
@@ -245,8 +290,17 @@ def test_every_decision_is_audited(authed):
     assert ALICE[1] not in gw.log.read_text(errors="replace")
     # The access log carries who, from where, and the decision, per request.
     denied = [r for r in gw.access_log() if r.get("principal") == BOB[0] and r.get("path", "").endswith("/private/doc")]
-    assert denied and denied[-1]["decision"].startswith("deny") and denied[-1]["client"].startswith("127.0.0.1")
+    assert denied and denied[-1]["decision"] == "deny" and denied[-1]["client"].startswith("127.0.0.1")
     assert denied[-1]["status"] == 403
+    assert (denied[-1]["operation"], denied[-1]["bucket"], denied[-1]["key"]) == ("GetObject", bucket, "private/doc")
+    assert "private/doc" in denied[-1]["reason"] and "bytes_in" in denied[-1] and "bytes_out" in denied[-1]
+    # A refused signature: the record names the key that was tried.
+    with pytest.raises(ClientError):
+        client(gw, (BOB[0], "not-bob's-secret")).get_object(Bucket=bucket, Key="shared/doc")
+    time.sleep(0.5)
+    refused = [r for r in gw.access_log() if r.get("path", "").endswith("/shared/doc") and r.get("status") == 403]
+    assert refused[-1]["principal"] == BOB[0] and refused[-1]["decision"] == "deny"
+    assert "SignatureDoesNotMatch" in refused[-1]["reason"]
     stats = gw.stats("wasmcustom.")
     assert stats["wasmcustom.s3crypt_requests_denied"] > 0 and stats["wasmcustom.s3crypt_requests_allowed"] > 0
     assert stats.get("wasmcustom.s3crypt_errors_AccessDenied", 0) > 0
