@@ -171,11 +171,20 @@ class StreamingSigner(S3SigV4Auth):
         return "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
 
 
+class StreamingTrailerSigner(S3SigV4Auth):
+    """botocore's S3 signer, signing the streaming-with-trailer constant."""
+
+    def payload(self, request):
+        return "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
+
+
 def signed_request(gw, creds, method, path, body, headers, streaming=False):
-    """A request signed by botocore's SigV4 signer exactly as boto3 would."""
+    """A request signed by botocore's SigV4 signer exactly as boto3 would
+    (streaming: True, or "trailer" for the signed-trailer variant)."""
     url = f"{gw.endpoint}{path}"
     req = AWSRequest(method=method, url=url, data=body, headers=headers)
-    (StreamingSigner if streaming else S3SigV4Auth)(Credentials(*creds), "s3", "us-east-1").add_auth(req)
+    signer = {False: S3SigV4Auth, True: StreamingSigner, "trailer": StreamingTrailerSigner}[streaming]
+    signer(Credentials(*creds), "s3", "us-east-1").add_auth(req)
     return req
 
 
@@ -210,8 +219,9 @@ def test_signed_payload_hash_is_enforced(authed):
     assert resp.status == 200 and b"<Deleted>" in text, text
 
 
-def streaming_body(creds, req, payload, chunk=65536):
-    """Signs an STREAMING-AWS4-HMAC-SHA256-PAYLOAD body after botocore signed the headers."""
+def streaming_body(creds, req, payload, chunk=65536, trailer=None):
+    """Signs an STREAMING-AWS4-HMAC-SHA256-PAYLOAD body after botocore signed the
+    headers; with `trailer` ("name:value"), a -TRAILER body with its signed trailer."""
     seed = req.headers["Authorization"].split("Signature=")[1]
     amz_date = req.headers["X-Amz-Date"]
     scope = f"{amz_date[:8]}/us-east-1/s3/aws4_request"
@@ -224,7 +234,10 @@ def streaming_body(creds, req, payload, chunk=65536):
     for piece in pieces:
         sts = "\n".join(["AWS4-HMAC-SHA256-PAYLOAD", amz_date, scope, previous, empty, hashlib.sha256(piece).hexdigest()])
         previous = hmac.new(key, sts.encode(), hashlib.sha256).hexdigest()
-        out += f"{len(piece):x};chunk-signature={previous}\r\n".encode() + piece + b"\r\n"
+        out += f"{len(piece):x};chunk-signature={previous}\r\n".encode() + piece + (b"\r\n" if piece or not trailer else b"")
+    if trailer:
+        sts = "\n".join(["AWS4-HMAC-SHA256-TRAILER", amz_date, scope, previous, hashlib.sha256(f"{trailer}\n".encode()).hexdigest()])
+        out += f"{trailer}\r\nx-amz-trailer-signature:{hmac.new(key, sts.encode(), hashlib.sha256).hexdigest()}\r\n\r\n".encode()
     return out
 
 
@@ -248,6 +261,27 @@ def test_signed_streaming_upload_chunks_are_verified(authed):
     assert resp.status == 403 and b"SignatureDoesNotMatch" in text, text
     with pytest.raises(ClientError):
         client(gw, ALICE).head_object(Bucket=bucket, Key="private/streamed-bad")
+    # With a signed trailer (a CRC32 checksum): a good one stores, a wrong
+    # trailer signature stores nothing.
+    import base64
+    import zlib
+    trailer = "x-amz-checksum-crc32:" + base64.b64encode(zlib.crc32(payload).to_bytes(4, "big")).decode()
+    headers = dict(headers, **{"x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER", "x-amz-trailer": "x-amz-checksum-crc32"})
+    for key, tamper in [("private/trailer", False), ("private/trailer-bad", True)]:
+        req = signed_request(gw, ALICE, "PUT", f"/{bucket}/{key}", b"", headers, streaming="trailer")
+        body = streaming_body(ALICE, req, payload, trailer=trailer)
+        if tamper:
+            at = body.rindex(b"x-amz-trailer-signature:") + len(b"x-amz-trailer-signature:")
+            body = body[:at] + (b"1" if body[at:at + 1] == b"0" else b"0") + body[at + 1:]
+        req.headers["Content-Length"] = str(len(body))
+        resp, text = send(gw, req, body)
+        if tamper:
+            assert resp.status == 403 and b"SignatureDoesNotMatch" in text, text
+            with pytest.raises(ClientError):
+                client(gw, ALICE).head_object(Bucket=bucket, Key=key)
+        else:
+            assert resp.status == 200, text
+            assert client(gw, ALICE).get_object(Bucket=bucket, Key=key)["Body"].read() == payload
 
 
 def test_delete_objects_checks_every_key(authed, new_bucket):
