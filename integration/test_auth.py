@@ -313,6 +313,33 @@ def test_delete_objects_checks_every_key(authed, new_bucket):
     assert [d["Key"] for d in out.get("Deleted", [])] == ["shared/keep"]
 
 
+def test_upload_part_copy_in_a_plaintext_bucket_needs_read_on_the_source(start_gateway, new_bucket):
+    """Refused in encrypted buckets, UploadPartCopy is passed on in plaintext
+    ones: there it must be checked like CopyObject."""
+    bucket = new_bucket("plain")
+    gw = start_gateway({
+        "keys": [{"id": "default", "key_hex": TEST_KEY_HEX}],
+        "buckets": [{"match": bucket, "encrypt": False}],
+        "clients": [{"access_key_id": ALICE[0], "secret_access_key": ALICE[1],
+                     "grants": [{"bucket": bucket, "actions": ["read", "write", "delete", "list"]}]},
+                    {"access_key_id": BOB[0], "secret_access_key": BOB[1],
+                     "grants": [{"bucket": bucket, "prefix": "shared/", "actions": ["read", "write", "list"]}]}],
+    })
+    alice, bob = client(gw, ALICE), client(gw, BOB)
+    alice.put_object(Bucket=bucket, Key="private/big", Body=b"p" * (5 * 1024 * 1024 + 1))
+    alice.put_object(Bucket=bucket, Key="shared/big", Body=b"s" * (5 * 1024 * 1024 + 1))
+    upload = bob.create_multipart_upload(Bucket=bucket, Key="shared/assembled")["UploadId"]
+    with pytest.raises(ClientError) as e:
+        bob.upload_part_copy(Bucket=bucket, Key="shared/assembled", UploadId=upload, PartNumber=1,
+                             CopySource={"Bucket": bucket, "Key": "private/big"})
+    assert code(e) == "AccessDenied"
+    part = bob.upload_part_copy(Bucket=bucket, Key="shared/assembled", UploadId=upload, PartNumber=1,
+                                CopySource={"Bucket": bucket, "Key": "shared/big"})
+    bob.complete_multipart_upload(Bucket=bucket, Key="shared/assembled", UploadId=upload,
+                                  MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["CopyPartResult"]["ETag"]}]})
+    assert bob.get_object(Bucket=bucket, Key="shared/assembled")["Body"].read() == b"s" * (5 * 1024 * 1024 + 1)
+
+
 def test_every_decision_is_audited(authed):
     gw, bucket, _ = authed
     with pytest.raises(ClientError):

@@ -27,9 +27,11 @@ pub fn access_of<'a>(op: Operation, method: &str, path: &str, bucket: &'a str, k
         Operation::GetObject | Operation::HeadObject => Access::Read { bucket, key },
         Operation::ListObjects => Access::List { bucket, prefix },
         Operation::ListParts => Access::List { bucket, prefix: key },
-        Operation::CopyObject => match copy_source {
+        // UploadPartCopy too: refused in encrypted buckets, but passed on
+        // in plaintext ones, where it reads its source like a copy.
+        Operation::CopyObject | Operation::Unsupported("UploadPartCopy") => match copy_source {
             Some((source_bucket, source_key, _)) => Access::Copy { source_bucket, source_key, bucket, key },
-            // Unparseable source: the copy will fail anyway; ask for write.
+            // Unparseable source: the glue refuses the request; ask for write.
             None => Access::Write { bucket, key },
         },
         Operation::Unsupported(_) | Operation::PassThrough => {
@@ -336,6 +338,13 @@ mod tests {
         assert_eq!(a(Operation::PassThrough, "HEAD", "/b"), "bucket metadata \"b\"");
         assert_eq!(a(Operation::PassThrough, "GET", "/"), "list buckets");
         assert_eq!(a(Operation::ListParts, "GET", "/b/k?uploadId=1"), "list \"b\" prefix \"k\"");
+        let source = ("src".to_string(), "private/x".to_string(), None);
+        let copy = |op, path: &str| {
+            let (b, k) = bucket_and_key(path);
+            access_of(op, "PUT", path, &b, &k, "", Some(&source)).to_string()
+        };
+        assert_eq!(copy(Operation::CopyObject, "/b/k"), "copy \"src\" \"private/x\" to \"b\" \"k\"");
+        assert_eq!(copy(Operation::Unsupported("UploadPartCopy"), "/b/k?partNumber=1&uploadId=u"), "copy \"src\" \"private/x\" to \"b\" \"k\"");
     }
 
     #[test]

@@ -529,7 +529,12 @@ impl Exchange {
         if let Some(clients) = settings.clients.as_ref() {
             let (bucket, key) = auth::bucket_and_key(path);
             let prefix = s3::query_param(path, "prefix").unwrap_or_default();
-            let source = header(&headers, "x-amz-copy-source").and_then(copy::source);
+            let copy_source = header(&headers, "x-amz-copy-source");
+            let source = copy_source.and_then(copy::source);
+            if copy_source.is_some() && source.is_none() {
+                // Which object the backend would read is unknown: no read check is possible.
+                return Err(S3Error::new(400, "InvalidArgument", "Copy Source must mention the source bucket and key: sourcebucket/sourcekey."));
+            }
             let access = auth::access_of(operation, &method, path, &bucket, &key, &prefix, source.as_ref());
             // Which of two `prefix` values a backend lists is not the
             // gateway's to guess.
