@@ -138,7 +138,9 @@ impl Grant {
     }
 
     fn covers_bucket(&self, bucket: &str) -> bool {
-        !is_dot_segment(bucket) && glob_matches(self.bucket.as_bytes(), bucket.as_bytes())
+        // No bucket is empty, `.` or `..`; a path such as `//b/k` or
+        // `/../b/k` names one only to a backend that resolves it.
+        !bucket.is_empty() && !is_dot_segment(bucket) && glob_matches(self.bucket.as_bytes(), bucket.as_bytes())
     }
 
     /// `action` on a key (or, for `list`, on a listing prefix) of `bucket`.
@@ -654,6 +656,8 @@ mod tests {
         assert!(!allowed(&c, ID, Access::Write { bucket: "inbox", key: "a/../../photos-1/x" }));
         let everything = one_client(vec![grant("*", "", &["read", "write", "delete", "list"])]);
         assert!(!allowed(&everything, ID, Access::Read { bucket: "..", key: "etc/passwd" }));
+        let any_bucket = one_client(vec![grant("*", "home/", &["read"])]);
+        assert!(!allowed(&any_bucket, ID, Access::Read { bucket: "", key: "home/x" }), "//home/x");
         assert!(!allowed(&everything, ID, Access::List { bucket: "home", prefix: "../" }));
         assert!(!allowed(&everything, ID, Access::Copy { source_bucket: "b", source_key: "../c/k", bucket: "b", key: "k" }));
     }
