@@ -172,6 +172,30 @@ def test_random_ranges_single_and_multipart(gateway, make_s3, bucket):
     assert checked >= 300
 
 
+def test_suffix_ranges_of_small_objects(gateway, make_s3, bucket):
+    """`bytes=-m` becomes whole chunks from the end, often more bytes than a
+    small object has: S3 then sends the whole object, s3s-fs answers 500. The
+    gateway asks for the stored length first and sends an absolute range."""
+    s3 = make_s3(gateway)
+    objects = {"s-one": os.urandom(1), "s-small": os.urandom(1000), "s-chunk": os.urandom(CHUNK + 7)}
+    for key, data in objects.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=data)
+        n = len(data)
+        for m in (1, 10, n, n + 1, 3 * CHUNK):
+            want = data[-m:]
+            got = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=-{m}")
+            assert got["ContentRange"] == f"bytes {n - len(want)}-{n - 1}/{n}", (key, m)
+            assert got["Body"].read() == want, (key, m)
+            assert s3.head_object(Bucket=bucket, Key=key, Range=f"bytes=-{m}")["ContentLength"] == len(want), (key, m)
+        with pytest.raises(ClientError) as e:
+            s3.get_object(Bucket=bucket, Key=key, Range="bytes=-0")
+        assert e.value.response["Error"]["Code"] == "InvalidRange"
+    s3.put_object(Bucket=bucket, Key="s-empty", Body=b"")
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket=bucket, Key="s-empty", Range="bytes=-5")
+    assert e.value.response["Error"]["Code"] == "InvalidRange"
+
+
 def test_small_range_fetches_only_covering_chunks(gateway, make_s3, bucket):
     s3 = make_s3(gateway)
     data = os.urandom(20 * MiB)

@@ -285,6 +285,8 @@ struct Exchange {
     copy_checked: bool,
     /// CompleteMultipartUpload waiting for its part sizes.
     layout: Option<LayoutCheck>,
+    /// A read of the last n bytes waiting for the object's stored length.
+    sizing_suffix: Option<u64>,
     /// A signed hex payload hash to check against a body the filter passes on.
     body_check: Option<crate::digest::PlaintextDigests>,
     /// DeleteObjects: every key needs `delete` (bucket, principal).
@@ -370,7 +372,13 @@ impl Context for Exchange {
             }
             return;
         }
-        let result = if self.layout.is_some() { self.layout_page(body_size) } else { self.copy_source_checked() };
+        let result = if self.layout.is_some() {
+            self.layout_page(body_size)
+        } else if self.sizing_suffix.is_some() {
+            self.suffix_sized()
+        } else {
+            self.copy_source_checked()
+        };
         if let Err(e) = result {
             self.refuse(e);
         }
@@ -667,7 +675,23 @@ impl Exchange {
                 let (edits, mut request) = read::plan_request(&headers, path, &settings, operation == Operation::HeadObject);
                 request.plaintext_bucket = self.plaintext_bucket;
                 apply(host::REQUEST_HEADERS, &edits)?;
+                // The chunk-aligned suffix can be longer than the object,
+                // which some backends refuse: ask for the stored length
+                // first (range::upstream_suffix_from).
+                let suffix = match request.range {
+                    Some(crate::range::ByteRange::Suffix(n)) => Some(n),
+                    _ => None,
+                };
                 self.read = Some(request);
+                if let (Some(n), Some(backend)) = (suffix, settings.backend.as_ref()) {
+                    let version = s3::query_param(path, "versionId");
+                    let head = copy::head_request(backend, &self.object.0, &self.object.1, version.as_deref());
+                    // Unreachable: the suffix goes as it is.
+                    if host::dispatch(&backend.cluster, &head, std::time::Duration::from_secs(15)).is_ok() {
+                        self.sizing_suffix = Some(n);
+                        return Ok(Action::Pause);
+                    }
+                }
             }
             Operation::CopyObject => {
                 self.copy_write_key = write.key_id;
@@ -723,6 +747,20 @@ impl Exchange {
                 self.resume_held_request()
             }
         }
+    }
+
+    /// The stored length of a suffix read's object came back: the backend is
+    /// asked for the same bytes from an absolute offset. If the HEAD failed,
+    /// the suffix goes as it is and the GET gets the backend's own answer.
+    fn suffix_sized(&mut self) -> Result<(), S3Error> {
+        let n = self.sizing_suffix.take().unwrap_or_default();
+        let head = host::get_headers(host::CALL_RESPONSE_HEADERS).map_err(host_error)?;
+        let stored_len = if header(&head, ":status") == Some("200") { header(&head, "content-length").and_then(|v| v.trim().parse().ok()) } else { None };
+        let chunk_size = self.read.as_ref().map(|r| r.aligned_to);
+        if let Some(range) = stored_len.zip(chunk_size).and_then(|(len, chunk)| crate::range::upstream_suffix_from(n, chunk, len)) {
+            host::set_header(host::REQUEST_HEADERS, "range", &range).map_err(host_error)?;
+        }
+        self.resume_held_request()
     }
 
     fn copy_source_checked(&mut self) -> Result<(), S3Error> {
@@ -839,11 +877,12 @@ impl Exchange {
     }
 
     /// The request headers are held for a call to the backend (part sizes
-    /// before CompleteMultipartUpload, the source's HEAD before CopyObject).
+    /// before CompleteMultipartUpload, the source's HEAD before CopyObject,
+    /// the object's length before a suffix read).
     /// Body pieces arriving meanwhile must be held too: Envoy takes a
     /// `Continue` from a body callback as leave to send the held headers on.
     fn awaiting_backend(&self) -> bool {
-        self.layout.is_some() || self.pending_copy.is_some()
+        self.layout.is_some() || self.pending_copy.is_some() || self.sizing_suffix.is_some()
     }
 
     /// Goes on with a request held by `awaiting_backend`, and the body

@@ -37,7 +37,6 @@ pub fn parse(value: &str) -> Option<ByteRange> {
 /// plaintext range, for objects sealed with `chunk_size`.
 pub fn upstream_header(range: ByteRange, chunk_size: u32) -> Option<String> {
     let c = u64::from(chunk_size);
-    let sealed = c + CHUNK_OVERHEAD as u64;
     Some(match range {
         ByteRange::Span(a, b) => {
             let start = chunk_offset(a / c, chunk_size)?;
@@ -45,10 +44,21 @@ pub fn upstream_header(range: ByteRange, chunk_size: u32) -> Option<String> {
             format!("bytes={start}-{end}")
         }
         ByteRange::From(a) => format!("bytes={}-", chunk_offset(a / c, chunk_size)?),
-        // The last n plaintext bytes lie in at most ceil(n/C) + 1 chunks (the
-        // final chunk may be short).
-        ByteRange::Suffix(n) => format!("bytes=-{}", n.div_ceil(c).checked_add(1)?.checked_mul(sealed)?),
+        ByteRange::Suffix(n) => format!("bytes=-{}", suffix_len(n, chunk_size)?),
     })
+}
+
+/// The stored bytes that hold the last `n` plaintext bytes: at most
+/// ceil(n/C) + 1 chunks (the final chunk may be short).
+fn suffix_len(n: u64, chunk_size: u32) -> Option<u64> {
+    n.div_ceil(u64::from(chunk_size)).checked_add(1)?.checked_mul(u64::from(chunk_size) + CHUNK_OVERHEAD as u64)
+}
+
+/// A suffix range as an absolute one, once the stored length is known. The
+/// chunk-aligned suffix is often longer than a small object: S3 then sends
+/// the whole object, but some backends (s3s-fs) answer 500 instead.
+pub fn upstream_suffix_from(n: u64, chunk_size: u32, stored_len: u64) -> Option<String> {
+    Some(format!("bytes={}-", stored_len.saturating_sub(suffix_len(n, chunk_size)?)))
 }
 
 /// The inclusive plaintext span a range selects in an object of `len` bytes,
@@ -94,6 +104,10 @@ mod tests {
         assert_eq!(upstream_header(ByteRange::Span(65_535, 65_536), c).as_deref(), Some("bytes=0-131151"));
         assert_eq!(upstream_header(ByteRange::From(131_072), c).as_deref(), Some("bytes=131152-"));
         assert_eq!(upstream_header(ByteRange::Suffix(1), c).as_deref(), Some("bytes=-131152"));
+        // The same bytes from a known stored length; never before the start.
+        assert_eq!(upstream_suffix_from(1, c, 1_000_000).as_deref(), Some("bytes=868848-"));
+        assert_eq!(upstream_suffix_from(1, c, 41).as_deref(), Some("bytes=0-"));
+        assert_eq!(upstream_suffix_from(0, c, 0).as_deref(), Some("bytes=0-"));
     }
 
     #[test]
