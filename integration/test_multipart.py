@@ -363,3 +363,29 @@ def test_parts_that_are_not_whole_chunks_are_refused_at_complete(gateway, make_s
     # A short last part is fine.
     multipart_upload(s3, bucket, "whole-parts", [os.urandom(5 * MiB), os.urandom(4_999_999)])
     assert s3.head_object(Bucket=bucket, Key="whole-parts")["ContentLength"] == 5 * MiB + 4_999_999
+
+
+def test_complete_by_the_backend_upload_id_checks_part_sizes_too(gateway, make_s3, bucket):
+    """ListMultipartUploads shows the backend's upload ids (the gateway's own
+    ids carry a wrapped key S3 cannot list). A Complete naming one is checked
+    like any other: parts that are not whole chunks would make an object whose
+    size cannot be read from storage."""
+    s3 = make_s3(gateway)
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="odd-by-backend-id")["UploadId"]
+    parts = [os.urandom(5_300_000), os.urandom(10)]
+    etags = [s3.upload_part(Bucket=bucket, Key="odd-by-backend-id", UploadId=upload, PartNumber=n, Body=p)["ETag"] for n, p in enumerate(parts, 1)]
+    backend_id = upload.split(".", 1)[1]
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(Bucket=bucket, Key="odd-by-backend-id", UploadId=backend_id, MultipartUpload={
+            "Parts": [{"PartNumber": n, "ETag": t} for n, t in enumerate(etags, 1)]})
+    assert e.value.response["Error"]["Code"] == "InvalidPart"
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="odd-by-backend-id")
+    s3.abort_multipart_upload(Bucket=bucket, Key="odd-by-backend-id", UploadId=backend_id)
+    # Whole-chunk parts complete by either id.
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="by-backend-id")["UploadId"]
+    parts = [os.urandom(5 * MiB), os.urandom(10)]
+    etags = [s3.upload_part(Bucket=bucket, Key="by-backend-id", UploadId=upload, PartNumber=n, Body=p)["ETag"] for n, p in enumerate(parts, 1)]
+    s3.complete_multipart_upload(Bucket=bucket, Key="by-backend-id", UploadId=upload.split(".", 1)[1], MultipartUpload={
+        "Parts": [{"PartNumber": n, "ETag": t} for n, t in enumerate(etags, 1)]})
+    assert s3.get_object(Bucket=bucket, Key="by-backend-id")["Body"].read() == b"".join(parts)

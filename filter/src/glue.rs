@@ -661,11 +661,14 @@ impl Exchange {
                     None if self.plaintext_bucket => None,
                     None => Some((client_id, settings.chunk_size)),
                 };
-                // Before completing an upload the gateway started, check its
-                // part sizes (multipart::PartLayout), holding the request.
-                if let (Operation::CompleteMultipartUpload, Some(id), Some(backend)) = (operation, &id, settings.backend.as_ref()) {
+                // Before completing an upload, check its part sizes
+                // (multipart::PartLayout), holding the request. Also when it
+                // is named by the backend's id (as ListMultipartUploads shows
+                // it): its parts went through the gateway all the same.
+                let parts = self.client_upload.as_ref().map(|(client_id, chunk_size)| (id.as_ref().map_or_else(|| client_id.clone(), |id| id.backend_id.clone()), *chunk_size));
+                if let (Operation::CompleteMultipartUpload, Some((backend_id, chunk_size)), Some(backend)) = (operation, parts, settings.backend.as_ref()) {
                     let (bucket, key) = auth::bucket_and_key(path);
-                    self.layout = Some(LayoutCheck { bucket, key, backend_id: id.backend_id.clone(), chunk_size: id.chunk_size, layout: multipart::PartLayout::default() });
+                    self.layout = Some(LayoutCheck { bucket, key, backend_id, chunk_size, layout: multipart::PartLayout::default() });
                     self.list_parts_page(backend, 0)?;
                     return Ok(Action::Pause);
                 }
