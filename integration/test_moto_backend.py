@@ -11,6 +11,7 @@ import time
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from conftest import TEST_KEY_HEX, gw
 
@@ -71,3 +72,9 @@ def test_keys_versions_and_multipart_on_moto(moto_gateway, make_s3):
     sizes = sorted((v["Key"], v["Size"]) for v in versions if v["Key"] == "a//b")
     assert sizes == sorted([("a//b", 1000), ("a//b", len(b"second version"))])
     assert s3.get_object(Bucket="moto-bucket", Key="big", Range="bytes=8388600-8388700")["Body"].read() == big[8388600:8388701]
+    # Past the end of an object of whole chunks, the backend itself refuses the
+    # chunk-aligned range; its error must not name the stored size or that range.
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket="moto-bucket", Key="big", Range=f"bytes={len(big)}-")
+    assert e.value.response["Error"]["Code"] == "InvalidRange"
+    assert "ActualObjectSize" not in e.value.response["Error"] and "RangeRequested" not in e.value.response["Error"], e.value.response["Error"]

@@ -206,6 +206,11 @@ pub fn plan_response(headers: &Headers, request: &ReadRequest, settings: &Settin
     let envelope_value = header(headers, METADATA_HEADER);
     let mut edits = HeaderEdits::default();
 
+    if status == 416 && request.range.is_some() {
+        // The backend judged the chunk-aligned range: its error names that
+        // range and the stored size (S3's RangeRequested, ActualObjectSize).
+        return Err(S3Error::new(416, "InvalidRange", "The requested range is not satisfiable."));
+    }
     if !(status == 200 || status == 206) {
         // Errors and 304s: pass, but never show ciphertext checksums or ETags.
         edits.remove = ciphertext_headers();
