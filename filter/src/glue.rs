@@ -760,7 +760,10 @@ impl Exchange {
         let head = host::get_headers(host::CALL_RESPONSE_HEADERS).map_err(host_error)?;
         let stored_len = if header(&head, ":status") == Some("200") { header(&head, "content-length").and_then(|v| v.trim().parse().ok()) } else { None };
         let chunk_size = self.read.as_ref().map(|r| r.aligned_to);
-        if let Some(range) = stored_len.zip(chunk_size).and_then(|(len, chunk)| crate::range::upstream_suffix_from(n, chunk, len)) {
+        if stored_len == Some(0) {
+            // No range fits an empty object; the response planning answers S3's way.
+            host::remove_header(host::REQUEST_HEADERS, "range").map_err(host_error)?;
+        } else if let Some(range) = stored_len.zip(chunk_size).and_then(|(len, chunk)| crate::range::upstream_suffix_from(n, chunk, len)) {
             host::set_header(host::REQUEST_HEADERS, "range", &range).map_err(host_error)?;
         }
         self.resume_held_request()

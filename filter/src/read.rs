@@ -269,6 +269,9 @@ pub fn plan_response(headers: &Headers, request: &ReadRequest, settings: &Settin
     // The received chunks hold this much plaintext.
     let received_plain_end = if received_end == total { plain_total } else { (received_end / sealed) * u64::from(chunk) };
     let wanted = match request.range {
+        // The last n > 0 bytes of an empty object: the whole (empty) object,
+        // 200, as S3 answers (a 206 could not name an empty span).
+        Some(ByteRange::Suffix(n)) if n > 0 && plain_total == 0 => None,
         Some(r) => match range::resolve(r, plain_total) {
             Some(span) => Some(span),
             None => return Err(invalid_range(plain_total)),
