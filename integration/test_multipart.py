@@ -190,6 +190,7 @@ def test_suffix_ranges_of_small_objects(gateway, make_s3, bucket):
         with pytest.raises(ClientError) as e:
             s3.get_object(Bucket=bucket, Key=key, Range="bytes=-0")
         assert e.value.response["Error"]["Code"] == "InvalidRange"
+        assert e.value.response["ResponseMetadata"]["HTTPHeaders"].get("content-range") == f"bytes */{n}"
     # An empty object: a suffix gives it whole (200, as S3 does), a first byte cannot.
     s3.put_object(Bucket=bucket, Key="s-empty", Body=b"")
     got = s3.get_object(Bucket=bucket, Key="s-empty", Range="bytes=-5")

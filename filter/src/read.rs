@@ -337,8 +337,11 @@ fn check_conditions(request: &ReadRequest, etag: &str, last_modified: Option<&st
     }
 }
 
+/// 416 with `Content-Range: bytes */len`, as S3 and RFC 9110 give it.
 fn invalid_range(len: u64) -> S3Error {
-    S3Error::new(416, "InvalidRange", format!("The requested range is not satisfiable (object size {len})."))
+    let mut error = S3Error::new(416, "InvalidRange", format!("The requested range is not satisfiable (object size {len})."));
+    error.headers.push(("content-range".into(), format!("bytes */{len}")));
+    error
 }
 
 fn slice_plain(request: &ReadRequest, start: u64, received_end: u64, total: u64, mut edits: HeaderEdits) -> Result<ResponsePlan, S3Error> {
