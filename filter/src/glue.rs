@@ -285,8 +285,9 @@ struct Exchange {
     copy_checked: bool,
     /// CompleteMultipartUpload waiting for its part sizes.
     layout: Option<LayoutCheck>,
-    /// A read of the last n bytes waiting for the object's stored length.
-    sizing_suffix: Option<u64>,
+    /// A ranged read waiting for the object's HEAD (its stored length, and
+    /// whether it has an envelope) before its backend range is settled.
+    sizing_range: Option<crate::range::ByteRange>,
     /// A signed hex payload hash to check against a body the filter passes on.
     body_check: Option<crate::digest::PlaintextDigests>,
     /// DeleteObjects: every key needs `delete` (bucket, principal).
@@ -374,8 +375,8 @@ impl Context for Exchange {
         }
         let result = if self.layout.is_some() {
             self.layout_page(body_size)
-        } else if self.sizing_suffix.is_some() {
-            self.suffix_sized()
+        } else if self.sizing_range.is_some() {
+            self.range_sized()
         } else {
             self.copy_source_checked()
         };
@@ -678,20 +679,24 @@ impl Exchange {
                 let (edits, mut request) = read::plan_request(&headers, path, &settings, operation == Operation::HeadObject);
                 request.plaintext_bucket = self.plaintext_bucket;
                 apply(host::REQUEST_HEADERS, &edits)?;
-                // The chunk-aligned suffix can be longer than the object,
-                // which some backends refuse: ask for the stored length
-                // first (range::upstream_suffix_from).
-                let suffix = match request.range {
-                    Some(crate::range::ByteRange::Suffix(n)) => Some(n),
-                    _ => None,
-                };
+                // Ask the backend about the object first when the range
+                // cannot be laid out blind: the chunk-aligned suffix can be
+                // longer than the object, which some backends refuse
+                // (range::upstream_suffix_from); deep into an object that
+                // may be stored without envelope, the chunk-aligned range
+                // misses its bytes (range::covers_unsealed).
+                let may_be_unsealed = request.plaintext_bucket || settings.unencrypted_objects == crate::config::UnencryptedObjects::Pass;
+                let needs_head = request.range.filter(|&r| {
+                    matches!(r, crate::range::ByteRange::Suffix(_)) || (may_be_unsealed && !crate::range::covers_unsealed(r, request.aligned_to))
+                });
                 self.read = Some(request);
-                if let (Some(n), Some(backend)) = (suffix, settings.backend.as_ref()) {
+                if let (Some(range), Some(backend)) = (needs_head, settings.backend.as_ref()) {
                     let version = s3::query_param(path, "versionId");
                     let head = copy::head_request(backend, &self.object.0, &self.object.1, version.as_deref());
-                    // Unreachable: the suffix goes as it is.
+                    // Unreachable: the range goes as laid out, and the
+                    // backend's answer decides.
                     if host::dispatch(&backend.cluster, &head, std::time::Duration::from_secs(15)).is_ok() {
-                        self.sizing_suffix = Some(n);
+                        self.sizing_range = Some(range);
                         return Ok(Action::Pause);
                     }
                 }
@@ -752,13 +757,25 @@ impl Exchange {
         }
     }
 
-    /// The stored length of a suffix read's object came back: the backend is
-    /// asked for the same bytes from an absolute offset. If the HEAD failed,
-    /// the suffix goes as it is and the GET gets the backend's own answer.
-    fn suffix_sized(&mut self) -> Result<(), S3Error> {
-        let n = self.sizing_suffix.take().unwrap_or_default();
+    /// The HEAD of a ranged read's object came back. A suffix is asked for
+    /// from an absolute offset; an object without envelope gets the client's
+    /// range as it is. If the HEAD failed, the range goes as laid out and the
+    /// GET gets the backend's own answer.
+    fn range_sized(&mut self) -> Result<(), S3Error> {
+        let range = self.sizing_range.take();
         let head = host::get_headers(host::CALL_RESPONSE_HEADERS).map_err(host_error)?;
-        let stored_len = if header(&head, ":status") == Some("200") { header(&head, "content-length").and_then(|v| v.trim().parse().ok()) } else { None };
+        let found = header(&head, ":status") == Some("200");
+        let n = match range {
+            Some(crate::range::ByteRange::Suffix(n)) => n,
+            Some(r) => {
+                if found && header(&head, crate::envelope::METADATA_HEADER).is_none() {
+                    host::set_header(host::REQUEST_HEADERS, "range", &crate::range::unsealed_header(r)).map_err(host_error)?;
+                }
+                return self.resume_held_request();
+            }
+            None => return self.resume_held_request(),
+        };
+        let stored_len = if found { header(&head, "content-length").and_then(|v| v.trim().parse().ok()) } else { None };
         let chunk_size = self.read.as_ref().map(|r| r.aligned_to);
         if stored_len == Some(0) {
             // No range fits an empty object; the response planning answers S3's way.
@@ -884,11 +901,11 @@ impl Exchange {
 
     /// The request headers are held for a call to the backend (part sizes
     /// before CompleteMultipartUpload, the source's HEAD before CopyObject,
-    /// the object's length before a suffix read).
+    /// the object's HEAD before some ranged reads).
     /// Body pieces arriving meanwhile must be held too: Envoy takes a
     /// `Continue` from a body callback as leave to send the held headers on.
     fn awaiting_backend(&self) -> bool {
-        self.layout.is_some() || self.pending_copy.is_some() || self.sizing_suffix.is_some()
+        self.layout.is_some() || self.pending_copy.is_some() || self.sizing_range.is_some()
     }
 
     /// Goes on with a request held by `awaiting_backend`, and the body
