@@ -8,6 +8,7 @@ use crate::copy;
 use crate::{auth, sigv4};
 use crate::envelope::{Envelope, WrappedDek, CHECKSUM_HEADER, METADATA_HEADER};
 use crate::kms::{self, DekCache, KmsError, StrictKms};
+use crate::layout_cache::{Layout, LayoutCache};
 use crate::multipart::{self, BodyRewrite, PendingUpload};
 use crate::host::{self, HostError};
 use crate::put::{self, header, HeaderEdits, Upload};
@@ -91,6 +92,8 @@ struct Root {
     kms_calls: Vec<(u32, usize)>,
     /// Strict KMS mode: the data keys this VM unwrapped, shared by its requests.
     kms_cache: Option<Rc<RefCell<DekCache>>>,
+    /// Objects' stored layouts this VM has seen, shared by its requests.
+    layouts: Rc<RefCell<LayoutCache>>,
 }
 
 /// How often KMS calls that failed are tried again (requests are refused meanwhile).
@@ -216,7 +219,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Exchange { settings: self.settings.clone(), metrics: self.metrics.clone(), kms_cache: self.kms_cache.clone(), ..Exchange::default() }))
+        Some(Box::new(Exchange { settings: self.settings.clone(), metrics: self.metrics.clone(), kms_cache: self.kms_cache.clone(), layouts: Some(self.layouts.clone()), ..Exchange::default() }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -307,6 +310,10 @@ struct Exchange {
     /// Strict KMS mode: the VM's data-key cache, and the call in flight.
     kms_cache: Option<Rc<RefCell<DekCache>>>,
     kms_wait: Option<KmsWait>,
+    /// The VM's cache of stored layouts (ranged reads), and the version a
+    /// read names.
+    layouts: Option<Rc<RefCell<LayoutCache>>>,
+    read_version: Option<String>,
     /// The request's bucket and key, named in KMS encryption contexts.
     object: (String, String),
     /// Body bytes Envoy buffered for the filter while the headers wait for
@@ -523,6 +530,10 @@ impl Exchange {
         let operation = s3::classify(&line, &s3::Addressing::default());
         self.operation = Some(operation);
         self.object = auth::bucket_and_key(path);
+        if !matches!(method.as_str(), "GET" | "HEAD") {
+            // It may replace or remove the object.
+            self.forget_layout();
+        }
         let operation_name = auth::operation_name(operation, &method, path);
         let verified = match verified {
             Ok(verified) => verified,
@@ -685,14 +696,20 @@ impl Exchange {
                 // (range::upstream_suffix_from); deep into an object that
                 // may be stored without envelope, the chunk-aligned range
                 // misses its bytes (range::covers_unsealed).
+                // The layout seen last time spares the HEAD.
                 let may_be_unsealed = request.plaintext_bucket || settings.unencrypted_objects == crate::config::UnencryptedObjects::Pass;
-                let needs_head = request.range.filter(|&r| {
-                    matches!(r, crate::range::ByteRange::Suffix(_)) || (may_be_unsealed && !crate::range::covers_unsealed(r, request.aligned_to))
-                });
+                self.read_version = s3::query_param(path, "versionId");
+                let mut needs_head = request.range.filter(|r| matches!(r, crate::range::ByteRange::Suffix(_)));
+                if let Some(deep) = request.range.filter(|&r| needs_head.is_none() && may_be_unsealed && !crate::range::covers_unsealed(r, request.aligned_to)) {
+                    match self.known_layout() {
+                        Some(Layout::Sealed(chunk)) if chunk == request.aligned_to => {}
+                        Some(Layout::Unsealed) => host::set_header(host::REQUEST_HEADERS, "range", &crate::range::unsealed_header(deep)).map_err(host_error)?,
+                        _ => needs_head = Some(deep),
+                    }
+                }
                 self.read = Some(request);
                 if let (Some(range), Some(backend)) = (needs_head, settings.backend.as_ref()) {
-                    let version = s3::query_param(path, "versionId");
-                    let head = copy::head_request(backend, &self.object.0, &self.object.1, version.as_deref());
+                    let head = copy::head_request(backend, &self.object.0, &self.object.1, self.read_version.as_deref());
                     // Unreachable: the range goes as laid out, and the
                     // backend's answer decides.
                     if host::dispatch(&backend.cluster, &head, std::time::Duration::from_secs(15)).is_ok() {
@@ -765,6 +782,9 @@ impl Exchange {
         let range = self.sizing_range.take();
         let head = host::get_headers(host::CALL_RESPONSE_HEADERS).map_err(host_error)?;
         let found = header(&head, ":status") == Some("200");
+        if found {
+            self.learn_layout(&head);
+        }
         let n = match range {
             Some(crate::range::ByteRange::Suffix(n)) => n,
             Some(r) => {
@@ -952,7 +972,11 @@ impl Exchange {
     fn plan_read(&mut self, headers: &[(String, String)], kms_dek: Option<&[u8; crate::cipher::KEY_LEN]>) -> Result<(), S3Error> {
         let settings = self.settings.clone().ok_or_else(|| S3Error::new(503, "ServiceUnavailable", "not configured"))?;
         let request = self.read.as_ref().ok_or_else(|| S3Error::new(500, "InternalError", "no read request"))?;
+        if matches!(header(headers, ":status"), Some("200" | "206")) && !request.part_number {
+            self.learn_layout(headers);
+        }
         let plan = read::plan_response(headers, request, &settings, kms_dek).inspect_err(|e| {
+            self.forget_layout();
             if e.status == 403 || e.code == "InternalError" {
                 Metrics::add(self.metrics.auth_failures, 1);
             }
@@ -966,6 +990,33 @@ impl Exchange {
         }
         self.body = Some(plan.body);
         Ok(())
+    }
+
+    /// The stored layout this VM last saw for the object read.
+    fn known_layout(&self) -> Option<Layout> {
+        let cache = self.layouts.as_ref()?.try_borrow().ok()?;
+        cache.get(&self.object.0, &self.object.1, self.read_version.as_deref())
+    }
+
+    /// Remembers the layout a GET or HEAD of the object showed.
+    fn learn_layout(&self, headers: &[(String, String)]) {
+        let layout = match header(headers, METADATA_HEADER) {
+            None => Layout::Unsealed,
+            Some(value) => match Envelope::parse(value) {
+                Ok(envelope) => Layout::Sealed(envelope.chunk_size),
+                Err(_) => return,
+            },
+        };
+        if let Some(mut cache) = self.layouts.as_ref().and_then(|c| c.try_borrow_mut().ok()) {
+            cache.remember(&self.object.0, &self.object.1, self.read_version.as_deref(), layout);
+        }
+    }
+
+    /// A read failed: its object may have changed since it was seen.
+    fn forget_layout(&self) {
+        if let Some(mut cache) = self.layouts.as_ref().and_then(|c| c.try_borrow_mut().ok()) {
+            cache.forget(&self.object.0, &self.object.1, self.read_version.as_deref());
+        }
     }
 
     /// Sends one KMS call (headers, body) through the KMS cluster.

@@ -19,6 +19,7 @@ pub mod envelope;
 pub mod gcm;
 pub mod ghash;
 pub mod kms;
+pub mod layout_cache;
 pub mod multipart;
 pub mod policy;
 pub mod poly1305_mac;

@@ -120,6 +120,7 @@ pub fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
