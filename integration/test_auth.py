@@ -372,6 +372,15 @@ def test_every_decision_is_audited(authed):
     refused = [r for r in gw.access_log() if r.get("path", "").endswith("/shared/doc") and r.get("status") == 403]
     assert refused[-1]["principal"] == BOB[0] and refused[-1]["decision"] == "deny"
     assert "SignatureDoesNotMatch" in refused[-1]["reason"]
+    # A refused upload's signed payload hash (a hash of its plaintext) is not logged.
+    secret_body = b"guessable plaintext"
+    digest = hashlib.sha256(secret_body).hexdigest()
+    req = signed_request(gw, BOB, "PUT", f"/{bucket}/private/guess", secret_body, {"x-amz-content-sha256": digest})
+    resp, _ = send(gw, req)
+    assert resp.status == 403
+    time.sleep(0.5)
+    assert any(r.get("path", "").endswith("/private/guess") for r in gw.access_log())
+    assert digest not in gw.log.read_text(errors="replace")
     stats = gw.stats("wasmcustom.")
     assert stats["wasmcustom.s3crypt_requests_denied"] > 0 and stats["wasmcustom.s3crypt_requests_allowed"] > 0
     assert stats.get("wasmcustom.s3crypt_errors_AccessDenied", 0) > 0

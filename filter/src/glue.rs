@@ -459,6 +459,9 @@ impl HttpContext for Exchange {
 impl Exchange {
     /// Sends an S3 XML error instead of forwarding; fails closed.
     fn refuse(&mut self, error: S3Error) -> Action {
+        // The access log shows request headers; a refused upload's hex
+        // payload hash is a hash of its plaintext.
+        let _ = host::remove_header(host::REQUEST_HEADERS, "x-amz-content-sha256");
         if error.status >= 400 {
             Metrics::add(self.metrics.requests_refused, 1);
             Metrics::add(self.metrics.for_code(error.code), 1);
