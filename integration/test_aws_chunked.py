@@ -13,6 +13,7 @@ import http.client
 import io
 import os
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -31,6 +32,23 @@ def send(gw, method, path, body, headers):
     host, port = gw.endpoint.split("//")[1].rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=60)
     conn.request(method, path, body=body, headers=headers)
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp, data
+
+
+def send_slowly(gw, method, path, body, headers, pause=0.5):
+    """Like send, but the body leaves `pause` seconds after the headers (as
+    from a client that streams it): the filter sees them apart."""
+    host, port = gw.endpoint.split("//")[1].rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn.putrequest(method, path, skip_accept_encoding=True)
+    for name, value in headers.items():
+        conn.putheader(name, value)
+    conn.endheaders()
+    time.sleep(pause)
+    conn.send(body)
     resp = conn.getresponse()
     data = resp.read()
     conn.close()
@@ -176,3 +194,42 @@ def test_gzip_content_encoding_survives(gateway, backend_s3, make_s3, bucket):
     resp, text = send(gateway, "PUT", f"/{bucket}/gz", body, headers)
     assert resp.status == 200, text
     assert backend_s3.head_object(Bucket=bucket, Key="gz").get("ContentEncoding") == "gzip"
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_empty_upload_with_wrong_trailer_stores_nothing(gateway, make_s3, backend_s3, bucket, existing):
+    """An empty aws-chunked body has an empty ciphertext: the trailer is all
+    there is to check, and still nothing may be stored (or replaced) when it
+    is wrong."""
+    key = f"empty-bad-trailer-{existing}"
+    if existing:
+        make_s3(gateway).put_object(Bucket=bucket, Key=key, Body=b"kept")
+    body = chunked_body(b"").replace(base64.b64encode(zlib.crc32(b"").to_bytes(4, "big")), b"AAAAAQ==")
+    resp, text = send_slowly(gateway, "PUT", f"/{bucket}/{key}", body, unsigned_trailer_headers(b"", body))
+    assert resp.status == 400 and b"<Code>BadDigest</Code>" in text, text
+    if existing:
+        assert make_s3(gateway).get_object(Bucket=bucket, Key=key)["Body"].read() == b"kept"
+    else:
+        assert absent(backend_s3, bucket, key)
+
+
+def test_empty_upload_with_right_trailer_is_stored(gateway, make_s3, backend_s3, data_dir, bucket):
+    """The held empty upload goes to the backend once its trailer checked out:
+    stored (empty ciphertext, envelope), checksum echoed, recorded for
+    x-amz-checksum-mode, and the ETag is the one HEAD shows."""
+    body = chunked_body(b"")
+    crc = base64.b64encode(zlib.crc32(b"").to_bytes(4, "big")).decode()
+    headers = unsigned_trailer_headers(b"", body)
+    headers["Content-Type"] = "text/x-empty"
+    headers["x-amz-meta-colour"] = "blue"
+    resp, text = send_slowly(gateway, "PUT", f"/{bucket}/empty-ok", body, headers)
+    assert resp.status == 200, text
+    assert resp.getheader("x-amz-checksum-crc32") == crc
+    plain, raw = stored(backend_s3, data_dir, bucket, "empty-ok")
+    assert plain == b"" and raw == b""
+    s3 = make_s3(gateway)
+    head = s3.head_object(Bucket=bucket, Key="empty-ok", ChecksumMode="ENABLED")
+    assert head["ETag"] == resp.getheader("etag")
+    assert head["ContentType"] == "text/x-empty" and head["Metadata"] == {"colour": "blue"}
+    assert head.get("ChecksumCRC32") == crc
+    assert s3.get_object(Bucket=bucket, Key="empty-ok")["Body"].read() == b""
