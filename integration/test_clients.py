@@ -100,9 +100,9 @@ MATRIX = [
      "test_encryption.py, test_multipart.py",
      "works"),
     ("boto3", "PyPI `boto3`",
-     "over HTTPS with default settings: `put_object` (aws-chunked, CRC32 trailer), `get_object` with "
-     "checksum validation, `upload_file` 20 MiB (aws-chunked parts), `download_file`, `head_object`; "
-     "over HTTP: the other test modules",
+     "over HTTPS with default settings: `put_object` (aws-chunked, CRC32 trailer; also of an empty body), "
+     "`get_object` with checksum validation, `copy_object` onto itself with `REPLACE`, `delete_object`, "
+     "`upload_file` 20 MiB (aws-chunked parts), `download_file`, `head_object`; over HTTP: the other test modules",
      "works"),
 ]
 
@@ -652,6 +652,23 @@ def test_boto3_https_defaults(tls_gateway, new_bucket, backend_s3, data_dir, tmp
     assert got["Body"].read() == data and got["ContentLength"] == len(data)
     assert s3.head_object(Bucket=bucket, Key="put.bin")["ContentLength"] == len(data)
     assert_stored_ciphertext(backend_s3, data_dir, bucket, "put.bin", data)
+
+    # An empty body: aws-chunked too, its trailer all there is to check.
+    out = s3.put_object(Bucket=bucket, Key="empty", Body=b"")
+    assert sent[-1][1].get("content-encoding") == "aws-chunked", sent[-1][1]
+    assert out["ChecksumCRC32"] == base64.b64encode(zlib.crc32(b"").to_bytes(4, "big")).decode()
+    got = s3.get_object(Bucket=bucket, Key="empty", ChecksumMode="ENABLED")
+    assert got["Body"].read() == b"" and got["ChecksumCRC32"] == out["ChecksumCRC32"]
+    assert "s3crypt" in backend_s3.head_object(Bucket=bucket, Key="empty")["Metadata"]
+
+    # copy (REPLACE onto itself: new metadata, still decrypts) and delete.
+    s3.copy_object(Bucket=bucket, Key="put.bin", CopySource={"Bucket": bucket, "Key": "put.bin"},
+                   MetadataDirective="REPLACE", ContentType="text/x-replaced", Metadata={"k": "v"})
+    head = s3.head_object(Bucket=bucket, Key="put.bin")
+    assert head["ContentType"] == "text/x-replaced" and head["Metadata"] == {"k": "v"}
+    assert s3.get_object(Bucket=bucket, Key="put.bin")["Body"].read() == data
+    s3.delete_object(Bucket=bucket, Key="empty")
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])] == ["put.bin"]
 
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(20 * MiB + 11))

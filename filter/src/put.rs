@@ -422,6 +422,48 @@ mod tests {
     }
 
     #[test]
+    fn a_held_empty_upload_is_resent_as_the_backend_wants_it() {
+        let prepared = headers(&[
+            (":method", "PUT"),
+            (":path", "/bkt/dir/a%20b?x-id=PutObject"),
+            (":authority", "gateway.local:8080"),
+            (":scheme", "https"),
+            ("authorization", "AWS4-HMAC-SHA256 Credential=client/..."),
+            ("x-amz-date", "20261129T000000Z"),
+            ("x-amz-content-sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"),
+            ("content-length", "1"),
+            ("content-type", "text/plain"),
+            ("x-amz-meta-colour", "blue"),
+            ("if-none-match", "*"),
+            ("x-forwarded-proto", "https"),
+            ("x-envoy-expected-rq-timeout-ms", "5"),
+            (METADATA_HEADER, "v=1;..."),
+        ]);
+        let trailer = [("x-amz-checksum-crc32".to_string(), "AAAAAA==".to_string())];
+        let path_style = crate::copy::Backend { cluster: "s3_backend".into(), authority: "s3.local:9000".into(), virtual_hosted: false };
+        let request = empty_upload_request(&path_style, &prepared, &trailer);
+        let get = |name: &str| header(&request, name).map(str::to_owned);
+        assert_eq!(get(":path").as_deref(), Some("/bkt/dir/a%20b?x-id=PutObject"));
+        assert_eq!(get(":authority").as_deref(), Some("s3.local:9000"));
+        assert_eq!(get("content-length").as_deref(), Some("0"), "not the placeholder length");
+        assert_eq!(get("x-amz-content-sha256").as_deref(), Some("UNSIGNED-PAYLOAD"));
+        for gone in ["authorization", "x-amz-date", ":scheme", "x-forwarded-proto", "x-envoy-expected-rq-timeout-ms"] {
+            assert_eq!(get(gone), None, "{gone}");
+        }
+        for kept in ["content-type", "x-amz-meta-colour", "if-none-match", METADATA_HEADER] {
+            assert!(get(kept).is_some(), "{kept}");
+        }
+        assert_eq!(get(CHECKSUM_HEADER).as_deref(), Some("crc32=AAAAAA=="), "the trailer joins the checksum record");
+        assert_eq!(request.iter().filter(|(k, _)| k == "content-length").count(), 1);
+
+        let virtual_hosted = crate::copy::Backend { virtual_hosted: true, ..path_style };
+        let request = empty_upload_request(&virtual_hosted, &prepared, &[]);
+        assert_eq!(header(&request, ":authority"), Some("bkt.s3.local:9000"));
+        assert_eq!(header(&request, ":path"), Some("/dir/a%20b?x-id=PutObject"));
+        assert_eq!(header(&request, CHECKSUM_HEADER), None);
+    }
+
+    #[test]
     fn plaintext_uploads_take_the_aws_chunked_framing_off() {
         let framed = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
         let (edits, upload) = plan_plaintext(
