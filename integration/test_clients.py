@@ -87,7 +87,7 @@ MATRIX = [
      "for the backend)",
      "works"),
     ("AWS SDK for JavaScript v3", "npm `@aws-sdk/client-s3`, `@aws-sdk/lib-storage`",
-     "PutObject with a stream (aws-chunked, CRC32 trailer, over plain HTTP) and with a Buffer (CRC32 header), "
+     "PutObject with a stream (aws-chunked, CRC32 trailer, over plain HTTP; also an empty one) and with a Buffer (CRC32 header), "
      "`Upload` 20 MiB (5 MiB parts, CRC32 per part), GetObject with checksum validation, HeadObject, "
      "ListObjectsV2, DeleteObject",
      "works"),
@@ -512,8 +512,14 @@ def test_aws_sdk_js_v3(gwy, env, new_bucket, backend_s3, data_dir, tmp_path):
     assert put_stream["headers"]["x-amz-trailer"] == "x-amz-checksum-crc32"
     crc = base64.b64encode(zlib.crc32(inputs["stream.bin"]).to_bytes(4, "big")).decode()
     assert out["putStream"]["checksumCRC32"] == crc
+    # An empty stream: aws-chunked as well, its trailer checked before anything is stored.
+    put_empty = out["sent"][1]
+    assert put_empty["headers"]["content-encoding"] == "aws-chunked", put_empty
+    empty_crc = base64.b64encode(zlib.crc32(b"").to_bytes(4, "big")).decode()
+    assert out["putEmpty"]["checksumCRC32"] == empty_crc
+    assert out["getEmpty"] == {"body": "", "checksumCRC32": empty_crc}
     # A Buffer body: the checksum as a header, returned on GET and validated by the SDK.
-    put_buffer = out["sent"][1]
+    put_buffer = next(s for s in out["sent"] if s["op"] == "PutObjectCommand" and "x-amz-trailer" not in s["headers"])
     assert "x-amz-checksum-crc32" in put_buffer["headers"]
     assert out["getSmall"]["checksums"].get("ChecksumCRC32") == out["putBuffer"]["checksumCRC32"]
     # lib-storage: 5 parts, each with a CRC32 header.
