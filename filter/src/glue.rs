@@ -824,7 +824,9 @@ impl Exchange {
         let body = host::get_buffer(host::CALL_RESPONSE_BODY, 0, body_size).unwrap_or_default();
         let mut headers: Vec<(String, String)> = answer
             .into_iter()
-            .filter(|(name, _)| !name.starts_with(':') && !["content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"].contains(&name.as_str()))
+            // Framing is the local reply's own; Envoy's markers (the call's
+            // router adds x-envoy-upstream-service-time) never go to clients.
+            .filter(|(name, _)| !name.starts_with(':') && !name.starts_with("x-envoy-") && !["content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"].contains(&name.as_str()))
             .collect();
         let edits = self.upload_response_edits(&headers);
         headers.retain(|(name, _)| !edits.remove.iter().any(|r| r.eq_ignore_ascii_case(name)) && !edits.set.iter().any(|(s, _)| s.eq_ignore_ascii_case(name)));
