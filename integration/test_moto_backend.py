@@ -71,3 +71,37 @@ def test_keys_versions_and_multipart_on_moto(moto_gateway, make_s3):
     sizes = sorted((v["Key"], v["Size"]) for v in versions if v["Key"] == "a//b")
     assert sizes == sorted([("a//b", 1000), ("a//b", len(b"second version"))])
     assert s3.get_object(Bucket="moto-bucket", Key="big", Range="bytes=8388600-8388700")["Body"].read() == big[8388600:8388701]
+
+
+def test_odd_key_copies_and_empty_aws_chunked_uploads_on_moto(moto_gateway, make_s3):
+    """Copies (same and across buckets, COPY and REPLACE, onto itself) of keys a
+    file-system backend cannot hold; an empty aws-chunked upload with a wrong
+    trailer stores nothing on this backend either."""
+    from test_aws_chunked import chunked_body, send_slowly, unsigned_trailer_headers
+    g, moto_url = moto_gateway
+    s3 = make_s3(g)
+    direct = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="moto", aws_secret_access_key="moto")
+    for name in ("moto-src", "moto-dst"):
+        s3.create_bucket(Bucket=name)
+    data = os.urandom(70_000)
+    for key in ("a//b", "trailing/", "//lead", "sp ace+plus%25/ü/x"):
+        s3.put_object(Bucket="moto-src", Key=key, Body=data, ContentType="text/a", Metadata={"a": "1"})
+        s3.copy_object(Bucket="moto-dst", Key=key, CopySource={"Bucket": "moto-src", "Key": key})
+        s3.copy_object(Bucket="moto-dst", Key=key + ".r", CopySource={"Bucket": "moto-src", "Key": key},
+                       MetadataDirective="REPLACE", ContentType="text/r", Metadata={"m": "1"})
+        s3.copy_object(Bucket="moto-src", Key=key, CopySource={"Bucket": "moto-src", "Key": key}, MetadataDirective="REPLACE",
+                       ContentType="text/b", CacheControl="no-cache", Metadata={"n": "2"})
+        for bucket, name, want in (("moto-dst", key, ("text/a", None, {"a": "1"})), ("moto-dst", key + ".r", ("text/r", None, {"m": "1"})),
+                                   ("moto-src", key, ("text/b", "no-cache", {"n": "2"}))):
+            got = s3.get_object(Bucket=bucket, Key=name)
+            assert got["Body"].read() == data, (bucket, name)
+            assert (got["ContentType"], got.get("CacheControl"), got["Metadata"]) == want, (bucket, name)
+    good = chunked_body(b"")
+    bad = good.replace(b"AAAAAA==", b"AAAAAQ==")
+    resp, text = send_slowly(g, "PUT", "/moto-src/empty-bad", bad, unsigned_trailer_headers(b"", bad))
+    assert resp.status == 400 and b"BadDigest" in text, text
+    resp, text = send_slowly(g, "PUT", "/moto-src/empty-good", good, unsigned_trailer_headers(b"", good))
+    assert resp.status == 200 and resp.getheader("x-amz-checksum-crc32") == "AAAAAA==", text
+    keys = {o["Key"] for o in direct.list_objects_v2(Bucket="moto-src")["Contents"]}
+    assert "empty-good" in keys and "empty-bad" not in keys
+    assert s3.head_object(Bucket="moto-src", Key="empty-good", ChecksumMode="ENABLED")["ChecksumCRC32"] == "AAAAAA=="
