@@ -96,8 +96,9 @@ MATRIX = [
      "`s3api head-object`, `s3api copy-object --metadata-directive REPLACE`",
      "works"),
     ("awscli v1", "PyPI `awscli`",
-     "`s3 cp` 20 MiB up and down over HTTPS (aws-chunked, CRC32 trailers); over HTTP: "
-     "test_encryption.py, test_multipart.py",
+     "over HTTPS (aws-chunked, CRC32 trailers): `s3 cp` 20 MiB up and down, `s3 sync` with an empty file "
+     "(second run transfers nothing), `s3 mv`, `s3api head-object`, `s3api copy-object --metadata-directive "
+     "REPLACE`; over HTTP: test_encryption.py, test_multipart.py",
      "works"),
     ("boto3", "PyPI `boto3`",
      "over HTTPS with default settings: `put_object` (aws-chunked, CRC32 trailer; also of an empty body), "
@@ -697,6 +698,27 @@ def test_awscli_v1_https(tls_gateway, env, new_bucket, backend_s3, data_dir, tmp
     run([*aws, "s3", "cp", f"s3://{bucket}/big.bin", tmp_path / "big.out"], env)
     assert (tmp_path / "big.out").read_bytes() == big.read_bytes()
     assert_stored_ciphertext(backend_s3, data_dir, bucket, "big.bin", big.read_bytes())
+
+    # sync (an empty file among them: aws-chunked with only a trailer), twice; mv;
+    # head-object; copy-object REPLACE onto itself.
+    tree = tmp_path / "tree"
+    files = write_tree(tree, {"one": 5000, "a/two": 70000, "a/b/empty": 0})
+    r = run([*aws, "s3", "sync", tree, f"s3://{bucket}/sync"], env)
+    assert r.stdout.count("upload:") == 3, r.stdout
+    r = run([*aws, "s3", "sync", tree, f"s3://{bucket}/sync"], env)
+    assert "upload:" not in r.stdout, r.stdout
+    back = tmp_path / "back"
+    run([*aws, "s3", "sync", f"s3://{bucket}/sync", back], env)
+    assert read_tree(back) == files
+    run([*aws, "s3", "mv", f"s3://{bucket}/sync/one", f"s3://{bucket}/moved"], env)
+    run([*aws, "s3api", "copy-object", "--bucket", bucket, "--key", "moved", "--copy-source", f"{bucket}/moved",
+         "--metadata-directive", "REPLACE", "--content-type", "text/x-moved", "--cache-control", "max-age=9",
+         "--metadata", "k=v"], env)
+    head = json.loads(run([*aws, "s3api", "head-object", "--bucket", bucket, "--key", "moved"], env).stdout)
+    assert (head["ContentType"], head["CacheControl"], head["Metadata"], head["ContentLength"]) == \
+        ("text/x-moved", "max-age=9", {"k": "v"}, 5000)
+    assert_stored_ciphertext(backend_s3, data_dir, bucket, "moved", files["one"])
+    assert "s3crypt" in backend_s3.head_object(Bucket=bucket, Key="sync/a/b/empty")["Metadata"]
 
 
 # --------------------------------------------------------------------------
