@@ -296,3 +296,53 @@ def test_empty_upload_to_a_virtual_hosted_backend(start_backend, start_gateway, 
     assert (data_dir / bucket / "dir" / "good").read_bytes() == b""
     assert "s3crypt" in backend_s3.head_object(Bucket=bucket, Key="dir/good")["Metadata"]
 
+
+
+def _reflected_crc(data, poly, width):
+    mask = (1 << width) - 1
+    crc = mask
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (poly if crc & 1 else 0)
+    return (crc ^ mask).to_bytes(width // 8, "big")
+
+
+CHECKSUMS = {
+    "crc32": lambda d: zlib.crc32(d).to_bytes(4, "big"),
+    "crc32c": lambda d: _reflected_crc(d, 0x82F63B78, 32),
+    "crc64nvme": lambda d: _reflected_crc(d, 0x9A6C9329AC4BC9B5, 64),
+    "sha1": lambda d: hashlib.sha1(d).digest(),
+    "sha256": lambda d: hashlib.sha256(d).digest(),
+}
+
+
+@pytest.mark.parametrize("size", [0, 70_001])
+@pytest.mark.parametrize("algorithm", sorted(CHECKSUMS))
+def test_every_checksum_algorithm_as_header_and_trailer(gateway, make_s3, backend_s3, bucket, algorithm, size):
+    """x-amz-checksum-{crc32,crc32c,crc64nvme,sha1,sha256}: verified against the
+    plaintext as a header and as a trailer; a header one comes back with
+    checksum mode on; a wrong one stores nothing."""
+    assert base64.b64encode(CHECKSUMS["crc64nvme"](b"hello world")) == b"jSnVw/bqjr4="  # the test's own CRC
+    name = f"x-amz-checksum-{algorithm}"
+    payload = os.urandom(size)
+    value = base64.b64encode(CHECKSUMS[algorithm](payload)).decode()
+    wrong = base64.b64encode(CHECKSUMS[algorithm](payload + b"!")).decode()
+    key = f"algo-{algorithm}-{size}"
+    for claimed, status in ((wrong, 400), (value, 200)):
+        resp, text = send(gateway, "PUT", f"/{bucket}/{key}-h", payload, {"Content-Length": str(size), name: claimed})
+        assert resp.status == status, text
+        body = f"{size:x}\r\n".encode() + payload + b"\r\n" if size else b""
+        body += f"0\r\n{name}:{claimed}\r\n\r\n".encode()
+        headers = dict(unsigned_trailer_headers(payload, body, trailer=name), **{"x-amz-sdk-checksum-algorithm": algorithm.upper()})
+        resp, text = send_slowly(gateway, "PUT", f"/{bucket}/{key}-t", body, headers, pause=0.05)
+        assert resp.status == status, text
+        if status == 400:
+            assert b"<Code>BadDigest</Code>" in text
+            assert absent(backend_s3, bucket, f"{key}-h") and absent(backend_s3, bucket, f"{key}-t")
+        else:
+            assert resp.getheader(name) == value
+    s3 = make_s3(gateway)
+    head = s3.head_object(Bucket=bucket, Key=f"{key}-h", ChecksumMode="ENABLED")
+    assert head["ResponseMetadata"]["HTTPHeaders"].get(name) == value
+    assert s3.get_object(Bucket=bucket, Key=f"{key}-t")["Body"].read() == payload
