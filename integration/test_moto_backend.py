@@ -2,6 +2,8 @@
 holds keys a file-system backend cannot (`a//b`, `trailing/`) and implements
 ListObjectVersions, so those are checked here."""
 
+import base64
+import hashlib
 import io
 import os
 import socket
@@ -96,6 +98,12 @@ def test_odd_key_copies_and_empty_aws_chunked_uploads_on_moto(moto_gateway, make
             got = s3.get_object(Bucket=bucket, Key=name)
             assert got["Body"].read() == data, (bucket, name)
             assert (got["ContentType"], got.get("CacheControl"), got["Metadata"]) == want, (bucket, name)
+    # The copy's result names the ETag HEAD shows (moto, like S3, puts a
+    # namespace on <CopyObjectResult>): here the plaintext MD5.
+    md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
+    s3.put_object(Bucket="moto-src", Key="md5", Body=data, ContentMD5=md5)
+    copied = s3.copy_object(Bucket="moto-dst", Key="md5", CopySource={"Bucket": "moto-src", "Key": "md5"}, MetadataDirective="REPLACE")
+    assert copied["CopyObjectResult"]["ETag"] == s3.head_object(Bucket="moto-dst", Key="md5")["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
     good = chunked_body(b"")
     bad = good.replace(b"AAAAAA==", b"AAAAAQ==")
     resp, text = send_slowly(g, "PUT", "/moto-src/empty-bad", bad, unsigned_trailer_headers(b"", bad))

@@ -1117,6 +1117,13 @@ impl Exchange {
                     host::remove_header(host::RESPONSE_HEADERS, "content-length").map_err(host_error)?;
                 }
             }
+            Some(Operation::CompleteMultipartUpload) if self.client_upload.is_some() => {
+                let headers = host::get_headers(host::RESPONSE_HEADERS).map_err(host_error)?;
+                if header(&headers, ":status") == Some("200") {
+                    self.response_rewrite = Some(BodyRewrite::completed());
+                    host::remove_header(host::RESPONSE_HEADERS, "content-length").map_err(host_error)?;
+                }
+            }
             Some(Operation::CreateMultipartUpload) | Some(Operation::ListParts) | Some(Operation::ListObjects) => {
                 let headers = host::get_headers(host::RESPONSE_HEADERS).map_err(host_error)?;
                 if header(&headers, ":status") != Some("200") {
