@@ -388,6 +388,8 @@ def test_counters_on_prometheus_page(world):
     ({"keys": [{"id": "main", "key_hex": "abcd"}]}, "keys[0].key_hex"),
     ({"keys": [{"id": "main", "key_hex": KEY_HEX}], "chunk_size": 1000}, "chunk_size"),
     ({"keys": []}, "keys"),
+    ({"keys": [{"id": "main", "key_hex": KEY_HEX}], "chunk_size": "65536"}, "chunk_size"),
+    ({"keys": [{"id": "main", "key_hex": KEY_HEX, "pbkdf2_salts": "x"}]}, "keys[0].pbkdf2_salts"),
 ])
 def test_bad_config_refuses_to_start(world, config, field):
     gw = gateway.Gateway(config, backend=world["backend"], run_dir=world["root"] / "gw-bad",

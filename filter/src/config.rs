@@ -223,8 +223,15 @@ pub fn parse(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Settin
 /// Parses and validates the plugin JSON; keys held by a KMS are left pending.
 pub fn parse_staged(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Staged, ConfigError> {
     let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| err("configuration", format!("invalid JSON: {e}")))?;
-    // serde names unknown fields and type errors in its message.
-    let raw: RawConfig = serde_json::from_value(value.clone()).map_err(|e| err("configuration", format!("invalid JSON: {e}")))?;
+    // serde's message names an unknown field but not where a value of the
+    // wrong type sits ("invalid type: string, expected u32"): the path does.
+    let raw: RawConfig = serde_path_to_error::deserialize(&value).map_err(|e| {
+        let field = match e.path().to_string() {
+            root if root == "." => "configuration".to_string(),
+            path => path,
+        };
+        err(field, e.into_inner().to_string())
+    })?;
     let clients = if raw.clients.is_some() || raw.anonymous.is_some() { Some(parse_clients(&value, env)?) } else { None };
 
     let suite = match raw.cipher.as_deref() {
@@ -501,7 +508,7 @@ mod tests {
         assert_eq!(with(r#"[{"match":"a"},{"match":"b","write_key":"nope"}]"#), "buckets[1].write_key");
         assert_eq!(with(r#"[{"match":"a","cipher":"rot13"}]"#), "buckets[0].cipher");
         assert_eq!(with(r#"[{"match":"a","encrypt":false,"cipher":"aes-256-gcm"}]"#), "buckets[0].encrypt");
-        assert_eq!(with(r#"[{"match":"a","chunk":1}]"#), "configuration");
+        assert_eq!(with(r#"[{"match":"a","chunk":1}]"#), "buckets[0].chunk");
         assert_eq!(with(r#"[{"match":"a","encrypt":true}]"#), "ok");
     }
 
@@ -509,7 +516,13 @@ mod tests {
     fn errors_name_the_field() {
         assert_eq!(field_of("{}"), "keys");
         assert_eq!(field_of("not json"), "configuration");
-        assert_eq!(field_of(r#"{"keys":[],"bogus":1}"#), "configuration");
+        assert_eq!(field_of(r#"{"keys":[],"bogus":1}"#), "bogus");
+        // Unknown fields and values of the wrong type are named by their path.
+        assert_eq!(field_of(&format!(r#"{{"keys":[{{"id":"a","key_hex":"{HEX}"}}],"chunk_size":"65536"}}"#)), "chunk_size");
+        assert_eq!(field_of(&format!(r#"{{"keys":[{{"id":"a","key_hex":"{HEX}"}}],"unencrypted_objects":true}}"#)), "unencrypted_objects");
+        assert_eq!(field_of(&format!(r#"{{"keys":[{{"id":"a","key_hex":"{HEX}"}},{{"id":7,"key_hex":"{HEX}"}}]}}"#)), "keys[1].id");
+        assert_eq!(field_of(&format!(r#"{{"keys":[{{"id":"a","key_hex":"{HEX}","pbkdf2_salts":"x"}}]}}"#)), "keys[0].pbkdf2_salts");
+        assert_eq!(field_of(r#"{"keys":{"id":"a"}}"#), "keys");
         assert_eq!(field_of(&format!(r#"{{"keys":[{{"id":"a","key_hex":"{HEX}"}}],"cipher":"des"}}"#)), "cipher");
         assert_eq!(field_of(&format!(r#"{{"keys":[{{"id":"a","key_hex":"{HEX}"}}],"chunk_size":1000}}"#)), "chunk_size");
         assert_eq!(field_of(&format!(r#"{{"keys":[{{"id":"a","key_hex":"{HEX}"}}],"chunk_size":4194304}}"#)), "chunk_size");
@@ -579,7 +592,7 @@ mod tests {
         assert_eq!(field_of(&format!(r#"{{"kms_strict":{{"key_id":"k"}},{backend}}}"#)), "kms_strict.authority");
         assert_eq!(field_of(&format!(r#"{{"kms_strict":{{"key_id":"k","authority":"h","cache_entries":0}},{backend}}}"#)), "kms_strict.cache_entries");
         assert_eq!(field_of(&format!(r#"{{"kms_strict":{{"key_id":"k","authority":"h","id":"a b"}},{backend}}}"#)), "kms_strict.id");
-        assert_eq!(field_of(&format!(r#"{{"kms_strict":{{"key_id":"k","authority":"h","bogus":1}},{backend}}}"#)), "configuration");
+        assert_eq!(field_of(&format!(r#"{{"kms_strict":{{"key_id":"k","authority":"h","bogus":1}},{backend}}}"#)), "kms_strict.bogus");
         assert_eq!(field_of(&format!(r#"{{"keys":[{{"id":"kms","key_hex":"{HEX}"}}],"kms_strict":{{"key_id":"k","authority":"h"}},{backend}}}"#)), "kms_strict.id");
         // Keys beside strict mode read older objects.
         let with_keys = format!(r#"{{"keys":[{{"id":"old","key_hex":"{HEX}"}}],"kms_strict":{{"key_id":"k","authority":"h"}},{backend}}}"#);

@@ -511,24 +511,19 @@ impl Exchange {
         let verified = match settings.clients.as_ref() {
             Some(clients) => {
                 let parts = sigv4::RequestParts { method: &method, path: header(&headers, ":path").unwrap_or("/"), headers: &headers };
-                match auth::authenticate(clients, &parts, header(&headers, "authorization"), std::time::SystemTime::now()) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        self.audit(None, &method, header(&headers, ":path").unwrap_or("/"), false, &format!("authentication failed: {e:?}"));
-                        return Err(auth::auth_error(&e));
-                    }
-                }
+                auth::authenticate(clients, &parts, header(&headers, "authorization"), std::time::SystemTime::now())
             }
-            None => None,
+            None => Ok(None),
         };
-        let principal = verified.as_ref().map(|v| v.access_key_id.clone());
+        let claimed = verified.is_err().then(|| auth::claimed_access_key(header(&headers, ":path").unwrap_or("/"), header(&headers, "authorization"))).flatten();
         // A presigned URL's own parameters never reach the backend (which
         // would check them against its own keys): the gateway signs instead.
-        {
-            if let Some(stripped) = auth::strip_presign(header(&headers, ":path").unwrap_or("/")) {
-                host::set_header(host::REQUEST_HEADERS, ":path", &stripped).map_err(host_error)?;
-                set_value(&mut headers, ":path", &stripped);
-            }
+        // Stripped before any refusal too, so the access log's path never
+        // holds a signature (a URL dated in the future is refused now but
+        // valid later).
+        if let Some(stripped) = auth::strip_presign(header(&headers, ":path").unwrap_or("/")) {
+            host::set_header(host::REQUEST_HEADERS, ":path", &stripped).map_err(host_error)?;
+            set_value(&mut headers, ":path", &stripped);
         }
         // Virtual-hosted requests continue in path style (the routes expect it).
         let authority = header(&headers, ":authority").unwrap_or_default();
@@ -556,15 +551,36 @@ impl Exchange {
         let operation = s3::classify(&line, &s3::Addressing::default());
         self.operation = Some(operation);
         self.object = auth::bucket_and_key(path);
+        let operation_name = auth::operation_name(operation, &method, path);
+        let verified = match verified {
+            Ok(verified) => verified,
+            Err(e) => {
+                let (bucket, key) = self.object.clone();
+                self.audit(claimed.as_deref(), &operation_name, &method, path, (bucket.as_str(), key.as_str()), false, &format!("authentication failed: {e:?}"));
+                return Err(auth::auth_error(&e));
+            }
+        };
+        let principal = verified.as_ref().map(|v| v.access_key_id.clone());
 
         // What it may do: deny by default, every decision audited.
         if let Some(clients) = settings.clients.as_ref() {
             let (bucket, key) = auth::bucket_and_key(path);
             let prefix = s3::query_param(path, "prefix").unwrap_or_default();
-            let source = header(&headers, "x-amz-copy-source").and_then(copy::source);
+            let copy_source = header(&headers, "x-amz-copy-source");
+            let source = copy_source.and_then(copy::source);
+            if copy_source.is_some() && source.is_none() {
+                // Which object the backend would read is unknown: no read check is possible.
+                return Err(S3Error::new(400, "InvalidArgument", "Copy Source must mention the source bucket and key: sourcebucket/sourcekey."));
+            }
             let access = auth::access_of(operation, &method, path, &bucket, &key, &prefix, source.as_ref());
-            let decision = clients.authorize(principal.as_deref(), &access);
-            self.audit(principal.as_deref(), &method, path, decision.allowed, &decision.reason);
+            // Which of two `prefix` values a backend lists is not the
+            // gateway's to guess.
+            let decision = if s3::query_param_count(path, "prefix") > 1 {
+                crate::policy::Decision { allowed: false, reason: format!("deny {access}: the prefix parameter appears more than once") }
+            } else {
+                clients.authorize(principal.as_deref(), &access)
+            };
+            self.audit(principal.as_deref(), &operation_name, &method, path, (bucket.as_str(), key.as_str()), decision.allowed, &decision.reason);
             if !decision.allowed {
                 return Err(S3Error::new(403, "AccessDenied", "Access Denied"));
             }
@@ -869,11 +885,23 @@ impl Exchange {
         Ok(Action::Continue)
     }
 
-    fn audit(&self, principal: Option<&str>, method: &str, path: &str, allowed: bool, reason: &str) {
-        host::log(host::LOG_INFO, &auth::audit_record(principal, method, path.split('?').next().unwrap_or("/"), allowed, reason));
-        // Also on the request's access-log line (envoy/gateway.yaml.tmpl).
-        let _ = host::set_property("s3crypt_principal", principal.unwrap_or("anonymous"));
-        let _ = host::set_property("s3crypt_decision", &format!("{}: {reason}", if allowed { "allow" } else { "deny" }));
+    /// One decision: a JSON line in Envoy's log, and the fields of the
+    /// request's access-log line (envoy/gateway.yaml.tmpl), the last
+    /// decision's where there are several (DeleteObjects: one per key).
+    #[allow(clippy::too_many_arguments)]
+    fn audit(&self, principal: Option<&str>, operation: &str, method: &str, path: &str, (bucket, key): (&str, &str), allowed: bool, reason: &str) {
+        let entry = auth::AuditEntry { principal, operation, method, resource: path.split('?').next().unwrap_or("/"), bucket, key, allowed, reason };
+        host::log(host::LOG_INFO, &entry.to_json());
+        for (name, value) in [
+            ("s3crypt_principal", principal.unwrap_or("anonymous")),
+            ("s3crypt_operation", operation),
+            ("s3crypt_bucket", bucket),
+            ("s3crypt_key", key),
+            ("s3crypt_decision", entry.decision()),
+            ("s3crypt_reason", reason),
+        ] {
+            let _ = host::set_property(name, value);
+        }
         Metrics::add(if allowed { self.metrics.auth_allowed } else { self.metrics.auth_denied }, 1);
     }
 
@@ -896,7 +924,7 @@ impl Exchange {
                     let clients = settings.clients.as_ref().ok_or_else(|| S3Error::new(500, "InternalError", "no clients"))?;
                     for key in &keys.keys {
                         let decision = clients.authorize(principal.as_deref(), &crate::policy::Access::Delete { bucket: &bucket, key });
-                        self.audit(principal.as_deref(), "DELETE", &format!("/{bucket}/{key}"), decision.allowed, &decision.reason);
+                        self.audit(principal.as_deref(), "DeleteObjects", "POST", &format!("/{bucket}"), (bucket.as_str(), key.as_str()), decision.allowed, &decision.reason);
                         if !decision.allowed {
                             return Err(S3Error::new(403, "AccessDenied", "Access Denied"));
                         }

@@ -33,7 +33,11 @@
 //! | ListBuckets                                           | `list` on every bucket (`"*"`, no prefix)        |
 //!
 //! Everything else is denied. A known client also has the anonymous grants
-//! (anything an unsigned request may do, a signed one may do too).
+//! (anything an unsigned request may do, a signed one may do too). A key
+//! (or listing prefix, or copy source) with `.` or `..` segments must stay
+//! under the grant's prefix also once they are resolved as a file system
+//! would (`shared/../private/x` is not under `shared/`): some backends store
+//! objects as files.
 
 use std::fmt;
 
@@ -134,13 +138,48 @@ impl Grant {
     }
 
     fn covers_bucket(&self, bucket: &str) -> bool {
-        glob_matches(self.bucket.as_bytes(), bucket.as_bytes())
+        // No bucket is empty, `.` or `..`; a path such as `//b/k` or
+        // `/../b/k` names one only to a backend that resolves it.
+        !bucket.is_empty() && !is_dot_segment(bucket) && glob_matches(self.bucket.as_bytes(), bucket.as_bytes())
     }
 
     /// `action` on a key (or, for `list`, on a listing prefix) of `bucket`.
     fn covers(&self, action: Action, bucket: &str, key_or_prefix: &str) -> bool {
-        self.allows(action) && self.covers_bucket(bucket) && key_or_prefix.starts_with(self.prefix.as_str())
+        self.allows(action) && self.covers_bucket(bucket) && self.covers_key(key_or_prefix)
     }
+
+    /// S3 takes `a/../b` as a key of its own, but backends that store
+    /// objects as files (s3s-fs, and others) resolve the `..`: a key with
+    /// `.` or `..` segments is covered only if it stays under the prefix
+    /// both as written and as a file system resolves it.
+    fn covers_key(&self, key: &str) -> bool {
+        key.starts_with(self.prefix.as_str()) && (!key.split('/').any(is_dot_segment) || resolve_dot_segments(key).is_some_and(|resolved| resolved.starts_with(self.prefix.as_str())))
+    }
+}
+
+fn is_dot_segment(segment: &str) -> bool {
+    segment == "." || segment == ".."
+}
+
+/// `key` as a file system path resolves: `.` and empty segments dropped,
+/// `..` removing the segment before it; `None` if it climbs above the
+/// bucket. A trailing `/` stays.
+fn resolve_dot_segments(key: &str) -> Option<String> {
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in key.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop()?;
+            }
+            name => segments.push(name),
+        }
+    }
+    let mut resolved = segments.join("/");
+    if key.ends_with('/') && !resolved.is_empty() {
+        resolved.push('/');
+    }
+    Some(resolved)
 }
 
 struct Client {
@@ -244,7 +283,7 @@ fn parse_client(value: &Value, field: &str, env: &dyn Fn(&str) -> Option<String>
     Ok(Client { access_key_id: access_key_id.to_owned(), secret, grants })
 }
 
-fn valid_access_key_id(id: &str) -> bool {
+pub(crate) fn valid_access_key_id(id: &str) -> bool {
     (MIN_ACCESS_KEY_ID_LEN..=MAX_ACCESS_KEY_ID_LEN).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
@@ -602,9 +641,25 @@ mod tests {
         assert!(!allowed(&c, ID, Access::Read { bucket: "inbox", key: "anything" }));
         assert!(allowed(&c, ID, Access::Delete { bucket: "trash", key: "old/x" }));
         assert!(!allowed(&c, ID, Access::Delete { bucket: "trash", key: "new/x" }));
-        // Keys are compared as stored: no path normalisation sneaks past a prefix.
-        assert!(allowed(&c, ID, Access::Read { bucket: "photos-1", key: "alice/../bob/x" }));
+        // Keys must start with the prefix as written, and stay under it as a
+        // file system backend resolves them.
         assert!(!allowed(&c, ID, Access::Read { bucket: "photos-1", key: "./alice/x" }));
+        assert!(!allowed(&c, ID, Access::Read { bucket: "photos-1", key: "alice/../bob/x" }));
+        assert!(!allowed(&c, ID, Access::Read { bucket: "photos-1", key: "alice//../bob/x" }));
+        assert!(!allowed(&c, ID, Access::Read { bucket: "photos-1", key: "alice/.." }));
+        assert!(allowed(&c, ID, Access::Read { bucket: "photos-1", key: "alice/./x" }));
+        assert!(allowed(&c, ID, Access::Read { bucket: "photos-1", key: "alice/x/../y" }));
+        assert!(allowed(&c, ID, Access::Read { bucket: "photos-1", key: "alice/..x/.y" }));
+        // Without a prefix: nothing may climb out of the bucket (into another one).
+        assert!(allowed(&c, ID, Access::Write { bucket: "inbox", key: "x/./y" }));
+        assert!(!allowed(&c, ID, Access::Write { bucket: "inbox", key: "../photos-1/alice/x" }));
+        assert!(!allowed(&c, ID, Access::Write { bucket: "inbox", key: "a/../../photos-1/x" }));
+        let everything = one_client(vec![grant("*", "", &["read", "write", "delete", "list"])]);
+        assert!(!allowed(&everything, ID, Access::Read { bucket: "..", key: "etc/passwd" }));
+        let any_bucket = one_client(vec![grant("*", "home/", &["read"])]);
+        assert!(!allowed(&any_bucket, ID, Access::Read { bucket: "", key: "home/x" }), "//home/x");
+        assert!(!allowed(&everything, ID, Access::List { bucket: "home", prefix: "../" }));
+        assert!(!allowed(&everything, ID, Access::Copy { source_bucket: "b", source_key: "../c/k", bucket: "b", key: "k" }));
     }
 
     #[test]

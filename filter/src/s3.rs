@@ -73,6 +73,11 @@ pub fn query_param(path: &str, name: &str) -> Option<String> {
     })
 }
 
+/// How many times query parameter `name` appears in `path?query`.
+pub fn query_param_count(path: &str, name: &str) -> usize {
+    path.split_once('?').map_or(0, |(_, query)| query.split('&').filter(|p| p.split('=').next() == Some(name)).count())
+}
+
 /// `path` with the value of query parameter `name` replaced by `value`
 /// (encoded here as SigV4 does).
 pub fn replace_query_param(path: &str, name: &str, value: &str) -> String {
@@ -331,6 +336,7 @@ mod tests {
         assert_eq!(query_param("/b/k?partNumber=2&uploadId=a%2Bb%7E", "uploadId").as_deref(), Some("a+b~"));
         assert_eq!(query_param("/b/k?uploads", "uploads").as_deref(), Some(""));
         assert_eq!(query_param("/b/k", "x"), None);
+        assert_eq!((query_param_count("/b?prefix=a&prefix=b&prefixes=c", "prefix"), query_param_count("/b?list-type=2", "prefix"), query_param_count("/b", "prefix")), (2, 0, 0));
         assert_eq!(replace_query_param("/b/k?uploadId=long&partNumber=1", "uploadId", "a+b/c"), "/b/k?uploadId=a%2Bb%2Fc&partNumber=1");
     }
 
