@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the S3 clients that integration/test_clients.py drives through the
+# Install the S3 clients that integration/test_client_*.py drives through the
 # gateway (the compatibility matrix); idempotent, and about a second when
 # everything is already there. Run after scripts/bootstrap.sh (it needs the venv).
 #

@@ -4,7 +4,7 @@
 //
 //   node sdk_v3.mjs ENDPOINT BUCKET WORKDIR
 //
-// WORKDIR holds the inputs integration/test_clients.py wrote (small.bin,
+// WORKDIR holds the inputs integration/test_client_sdk_js.py wrote (small.bin,
 // stream.bin, big.bin); downloads are written next to them (*.out). Prints one
 // JSON object: what each call sent (the headers that show aws-chunked framing
 // and checksums) and what it got back.
