@@ -54,6 +54,7 @@ MiB = 1024 * 1024
 CLIENTS_DIR = HERE / "clients"
 VENV_BIN = Path(sys.executable).parent
 AWS_V2 = Path("/usr/bin/aws")
+S3CMD = Path("/usr/bin/s3cmd")
 
 # --------------------------------------------------------------------------
 # The matrix (README "Client compatibility"): client, operations, result.
@@ -70,11 +71,11 @@ MATRIX = [
      "multipart upload with `use_multipart_etag` on (the default for providers AWS, Minio, Ceph, ...; "
      "`--s3-use-multipart-etag=true` with provider Other)",
      "fails: `multipart upload corrupted: Etag differ`"),
-    ("s3cmd", "PyPI `s3cmd`",
+    ("s3cmd", "Debian `s3cmd`",
      "`put` (single PUT, also 20 MiB with `--disable-multipart`), `get`, `ls`, `ls -r`, `info`, `cp`, "
      "`sync` up and down (second runs transfer nothing), `del`",
      "works"),
-    ("s3cmd", "PyPI `s3cmd`",
+    ("s3cmd", "Debian `s3cmd`",
      "`put` of a file above 15 MiB (multipart, the default): part ETags carry a `-1` mark, so s3cmd "
      "does not compare them with its MD5s",
      "works"),

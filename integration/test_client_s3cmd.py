@@ -1,4 +1,4 @@
-"""s3cmd through the gateway: put, get, ls, info, cp, sync, del. See client_matrix.py."""
+"""s3cmd (Debian) through the gateway: put, get, ls, info, cp, sync, del. See client_matrix.py."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from client_matrix import (  # noqa: F401  (fixtures: used by name)
     REGION,
     CLIENT_KEY,
     CLIENT_SECRET,
-    VENV_BIN,
+    S3CMD,
 )
 
 
@@ -36,7 +36,7 @@ def s3cmd(gwy, env, tmp_path_factory):
                    f"bucket_location = {REGION}\nsignature_v2 = False\n")
 
     def s3c(*args, check=True):
-        return run([VENV_BIN / "s3cmd", "-c", cfg, "--host", host, "--host-bucket", host, *args], env, check=check)
+        return run([S3CMD, "-c", cfg, "--host", host, "--host-bucket", host, *args], env, check=check)
 
     s3c.version = version
     return s3c
