@@ -113,6 +113,16 @@ def test_bad_signatures_and_unknown_keys(authed):
     with pytest.raises(ClientError) as e:
         client(gw, ("AKIAUNKNOWN0000000", "whatever")).list_objects_v2(Bucket=bucket)
     assert code(e) == "InvalidAccessKeyId"
+    # A signed request that lost its date header: S3's "missing a required
+    # header"; a date that does not parse: S3's AccessDenied.
+    req = signed_request(gw, ALICE, "GET", f"/{bucket}/shared/doc", b"", {})
+    del req.headers["X-Amz-Date"]
+    resp, data = send(gw, req)
+    assert resp.status == 400 and b"<Code>MissingSecurityHeader</Code>" in data, data
+    req = signed_request(gw, ALICE, "GET", f"/{bucket}/shared/doc", b"", {})
+    req.headers.replace_header("X-Amz-Date", "yesterday")
+    resp, data = send(gw, req)
+    assert resp.status == 403 and b"<Code>AccessDenied</Code>" in data, data
 
 
 def test_anonymous_only_where_granted(authed):

@@ -13,6 +13,7 @@ import time
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from conftest import TEST_KEY_HEX, gw
 
@@ -73,6 +74,35 @@ def test_keys_versions_and_multipart_on_moto(moto_gateway, make_s3):
     sizes = sorted((v["Key"], v["Size"]) for v in versions if v["Key"] == "a//b")
     assert sizes == sorted([("a//b", 1000), ("a//b", len(b"second version"))])
     assert s3.get_object(Bucket="moto-bucket", Key="big", Range="bytes=8388600-8388700")["Body"].read() == big[8388600:8388701]
+    # Past the end of an object of whole chunks, the backend itself refuses the
+    # chunk-aligned range; its error must not name the stored size or that range.
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket="moto-bucket", Key="big", Range=f"bytes={len(big)}-")
+    assert e.value.response["Error"]["Code"] == "InvalidRange"
+    assert "ActualObjectSize" not in e.value.response["Error"] and "RangeRequested" not in e.value.response["Error"], e.value.response["Error"]
+
+
+def test_conditions_accept_the_etag_a_listing_shows(moto_gateway, make_s3):
+    """With Content-MD5 at upload, HEAD shows the plaintext MD5 while listings
+    (which carry no metadata) show the opaque ETag: a client may hold either.
+    (s3s-fs lists no ETags, hence moto.)"""
+    import base64
+    import hashlib
+    g, _ = moto_gateway
+    s3 = make_s3(g)
+    s3.create_bucket(Bucket="moto-cond")
+    body = b"listed and headed"
+    md5 = hashlib.md5(body)
+    s3.put_object(Bucket="moto-cond", Key="k", Body=body, ContentMD5=base64.b64encode(md5.digest()).decode())
+    headed = s3.head_object(Bucket="moto-cond", Key="k")["ETag"]
+    listed = s3.list_objects_v2(Bucket="moto-cond")["Contents"][0]["ETag"]
+    assert headed == f'"{md5.hexdigest()}"' and listed != headed
+    for etag in (headed, listed):
+        assert s3.get_object(Bucket="moto-cond", Key="k", IfMatch=etag)["Body"].read() == body
+        with pytest.raises(ClientError) as e:
+            s3.get_object(Bucket="moto-cond", Key="k", IfNoneMatch=etag)
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 304
+        assert e.value.response["ResponseMetadata"]["HTTPHeaders"]["etag"] == headed
 
 
 def test_odd_key_copies_and_empty_aws_chunked_uploads_on_moto(moto_gateway, make_s3):

@@ -172,6 +172,34 @@ def test_random_ranges_single_and_multipart(gateway, make_s3, bucket):
     assert checked >= 300
 
 
+def test_suffix_ranges_of_small_objects(gateway, make_s3, bucket):
+    """`bytes=-m` becomes whole chunks from the end, often more bytes than a
+    small object has: S3 then sends the whole object, s3s-fs answers 500. The
+    gateway asks for the stored length first and sends an absolute range."""
+    s3 = make_s3(gateway)
+    objects = {"s-one": os.urandom(1), "s-small": os.urandom(1000), "s-chunk": os.urandom(CHUNK + 7)}
+    for key, data in objects.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=data)
+        n = len(data)
+        for m in (1, 10, n, n + 1, 3 * CHUNK):
+            want = data[-m:]
+            got = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=-{m}")
+            assert got["ContentRange"] == f"bytes {n - len(want)}-{n - 1}/{n}", (key, m)
+            assert got["Body"].read() == want, (key, m)
+            assert s3.head_object(Bucket=bucket, Key=key, Range=f"bytes=-{m}")["ContentLength"] == len(want), (key, m)
+        with pytest.raises(ClientError) as e:
+            s3.get_object(Bucket=bucket, Key=key, Range="bytes=-0")
+        assert e.value.response["Error"]["Code"] == "InvalidRange"
+        assert e.value.response["ResponseMetadata"]["HTTPHeaders"].get("content-range") == f"bytes */{n}"
+    # An empty object: a suffix gives it whole (200, as S3 does), a first byte cannot.
+    s3.put_object(Bucket=bucket, Key="s-empty", Body=b"")
+    got = s3.get_object(Bucket=bucket, Key="s-empty", Range="bytes=-5")
+    assert (got["ResponseMetadata"]["HTTPStatusCode"], got["Body"].read()) == (200, b"")
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket=bucket, Key="s-empty", Range="bytes=0-")
+    assert e.value.response["Error"]["Code"] == "InvalidRange"
+
+
 def test_small_range_fetches_only_covering_chunks(gateway, make_s3, bucket):
     s3 = make_s3(gateway)
     data = os.urandom(20 * MiB)
@@ -240,15 +268,28 @@ def stored_path(data_dir, bucket, key):
     return data_dir / bucket / key
 
 
-def get_fails_without_unauthenticated_plaintext(s3, bucket, key, data, max_good):
-    """GET must fail; whatever arrived is a prefix of the plaintext no longer than max_good."""
+def get_fails_without_unauthenticated_plaintext(gateway, bucket, key, good):
+    """GET must fail (an error status, or a body cut short of its
+    Content-Length); whatever arrived is a prefix of `good`, the plaintext of
+    the authenticated chunks the gateway may release before it meets the
+    damage. Read with http.client, which keeps what arrived before the reset."""
+    import http.client
+    _, port = gateway.endpoint.rsplit(":", 1)
+    conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=60)
+    conn.request("GET", f"/{bucket}/{key}")
+    resp = conn.getresponse()
+    received = b""
     try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except Exception as e:  # noqa: BLE001 - any client error is the expected outcome
-        partial = getattr(e, "partial", b"") or b""
-        assert data.startswith(partial) and len(partial) <= max_good
-        return
-    pytest.fail(f"tampered object decrypted to {len(body)} bytes")
+        while piece := resp.read(65536):
+            received += piece
+    except (http.client.IncompleteRead, ConnectionError) as e:
+        received += getattr(e, "partial", b"") or b""
+    conn.close()
+    if resp.status == 200:
+        assert len(received) < int(resp.getheader("content-length")), f"tampered object decrypted to {len(received)} bytes"
+        assert good.startswith(received), f"{len(received)} bytes released, not a prefix of the authenticated plaintext"
+    else:
+        assert resp.status >= 400
 
 
 def test_tampered_multipart_objects(gateway, make_s3, bucket, data_dir):
@@ -263,7 +304,10 @@ def test_tampered_multipart_objects(gateway, make_s3, bucket, data_dir):
     path = stored_path(data_dir, bucket, "swapped")
     stored = path.read_bytes()
     path.write_bytes(stored[sealed_part:2 * sealed_part] + stored[:sealed_part] + stored[2 * sealed_part:])
-    get_fails_without_unauthenticated_plaintext(s3, bucket, "swapped", data, 0)
+    # The reader cannot know part 1 must come first (S3 lets an upload skip
+    # part numbers): part 2's chunks, each authenticated, may be released
+    # until part 1 shows up out of order.
+    get_fails_without_unauthenticated_plaintext(gateway, bucket, "swapped", parts[1])
 
     # Part 2 replaced by part 2 of another upload (same sizes, other data key).
     multipart_upload(s3, bucket, "victim", parts)
@@ -273,7 +317,7 @@ def test_tampered_multipart_objects(gateway, make_s3, bucket, data_dir):
     donor = stored_path(data_dir, bucket, "donor").read_bytes()
     v = victim.read_bytes()
     victim.write_bytes(v[:sealed_part] + donor[sealed_part:2 * sealed_part] + v[2 * sealed_part:])
-    get_fails_without_unauthenticated_plaintext(s3, bucket, "victim", data, part)
+    get_fails_without_unauthenticated_plaintext(gateway, bucket, "victim", data[:part])
     # A range inside the foreign part fails too, without its plaintext.
     with pytest.raises(Exception):
         s3.get_object(Bucket=bucket, Key="victim", Range=f"bytes={part + 10}-{part + 20}")["Body"].read()
@@ -283,7 +327,7 @@ def test_tampered_multipart_objects(gateway, make_s3, bucket, data_dir):
     path = stored_path(data_dir, bucket, "truncated")
     stored = path.read_bytes()
     path.write_bytes(stored[:2 * sealed_part + 10 * SEALED])
-    get_fails_without_unauthenticated_plaintext(s3, bucket, "truncated", data, 2 * part + 9 * CHUNK)
+    get_fails_without_unauthenticated_plaintext(gateway, bucket, "truncated", data[:2 * part + 9 * CHUNK])
 
 
 def test_complete_body_arriving_during_the_part_size_check_is_held_and_rewritten(gateway, make_s3, bucket, backend_s3, data_dir):
@@ -339,3 +383,29 @@ def test_parts_that_are_not_whole_chunks_are_refused_at_complete(gateway, make_s
     # A short last part is fine.
     multipart_upload(s3, bucket, "whole-parts", [os.urandom(5 * MiB), os.urandom(4_999_999)])
     assert s3.head_object(Bucket=bucket, Key="whole-parts")["ContentLength"] == 5 * MiB + 4_999_999
+
+
+def test_complete_by_the_backend_upload_id_checks_part_sizes_too(gateway, make_s3, bucket):
+    """ListMultipartUploads shows the backend's upload ids (the gateway's own
+    ids carry a wrapped key S3 cannot list). A Complete naming one is checked
+    like any other: parts that are not whole chunks would make an object whose
+    size cannot be read from storage."""
+    s3 = make_s3(gateway)
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="odd-by-backend-id")["UploadId"]
+    parts = [os.urandom(5_300_000), os.urandom(10)]
+    etags = [s3.upload_part(Bucket=bucket, Key="odd-by-backend-id", UploadId=upload, PartNumber=n, Body=p)["ETag"] for n, p in enumerate(parts, 1)]
+    backend_id = upload.split(".", 1)[1]
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(Bucket=bucket, Key="odd-by-backend-id", UploadId=backend_id, MultipartUpload={
+            "Parts": [{"PartNumber": n, "ETag": t} for n, t in enumerate(etags, 1)]})
+    assert e.value.response["Error"]["Code"] == "InvalidPart"
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="odd-by-backend-id")
+    s3.abort_multipart_upload(Bucket=bucket, Key="odd-by-backend-id", UploadId=backend_id)
+    # Whole-chunk parts complete by either id.
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="by-backend-id")["UploadId"]
+    parts = [os.urandom(5 * MiB), os.urandom(10)]
+    etags = [s3.upload_part(Bucket=bucket, Key="by-backend-id", UploadId=upload, PartNumber=n, Body=p)["ETag"] for n, p in enumerate(parts, 1)]
+    s3.complete_multipart_upload(Bucket=bucket, Key="by-backend-id", UploadId=upload.split(".", 1)[1], MultipartUpload={
+        "Parts": [{"PartNumber": n, "ETag": t} for n, t in enumerate(etags, 1)]})
+    assert s3.get_object(Bucket=bucket, Key="by-backend-id")["Body"].read() == b"".join(parts)

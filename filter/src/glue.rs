@@ -311,6 +311,9 @@ struct Exchange {
     copy_checked: bool,
     /// CompleteMultipartUpload waiting for its part sizes.
     layout: Option<LayoutCheck>,
+    /// A ranged read waiting for the object's HEAD (its stored length, and
+    /// whether it has an envelope) before its backend range is settled.
+    sizing_range: Option<crate::range::ByteRange>,
     /// A signed hex payload hash to check against a body the filter passes on.
     body_check: Option<crate::digest::PlaintextDigests>,
     /// DeleteObjects: every key needs `delete` (bucket, principal).
@@ -407,7 +410,13 @@ impl Context for Exchange {
             }
             return;
         }
-        let result = if self.layout.is_some() { self.layout_page(body_size) } else { self.copy_source_checked() };
+        let result = if self.layout.is_some() {
+            self.layout_page(body_size)
+        } else if self.sizing_range.is_some() {
+            self.range_sized()
+        } else {
+            self.copy_source_checked()
+        };
         if let Err(e) = result {
             self.refuse(e);
         }
@@ -690,11 +699,14 @@ impl Exchange {
                     None if self.plaintext_bucket => None,
                     None => Some((client_id, settings.chunk_size)),
                 };
-                // Before completing an upload the gateway started, check its
-                // part sizes (multipart::PartLayout), holding the request.
-                if let (Operation::CompleteMultipartUpload, Some(id), Some(backend)) = (operation, &id, settings.backend.as_ref()) {
+                // Before completing an upload, check its part sizes
+                // (multipart::PartLayout), holding the request. Also when it
+                // is named by the backend's id (as ListMultipartUploads shows
+                // it): its parts went through the gateway all the same.
+                let parts = self.client_upload.as_ref().map(|(client_id, chunk_size)| (id.as_ref().map_or_else(|| client_id.clone(), |id| id.backend_id.clone()), *chunk_size));
+                if let (Operation::CompleteMultipartUpload, Some((backend_id, chunk_size)), Some(backend)) = (operation, parts, settings.backend.as_ref()) {
                     let (bucket, key) = auth::bucket_and_key(path);
-                    self.layout = Some(LayoutCheck { bucket, key, backend_id: id.backend_id.clone(), chunk_size: id.chunk_size, layout: multipart::PartLayout::default() });
+                    self.layout = Some(LayoutCheck { bucket, key, backend_id, chunk_size, layout: multipart::PartLayout::default() });
                     self.list_parts_page(backend, 0)?;
                     return Ok(Action::Pause);
                 }
@@ -704,7 +716,27 @@ impl Exchange {
                 let (edits, mut request) = read::plan_request(&headers, path, &settings, operation == Operation::HeadObject);
                 request.plaintext_bucket = self.plaintext_bucket;
                 apply(host::REQUEST_HEADERS, &edits)?;
+                // Ask the backend about the object first when the range
+                // cannot be laid out blind: the chunk-aligned suffix can be
+                // longer than the object, which some backends refuse
+                // (range::upstream_suffix_from); deep into an object that
+                // may be stored without envelope, the chunk-aligned range
+                // misses its bytes (range::covers_unsealed).
+                let may_be_unsealed = request.plaintext_bucket || settings.unencrypted_objects == crate::config::UnencryptedObjects::Pass;
+                let needs_head = request.range.filter(|&r| {
+                    matches!(r, crate::range::ByteRange::Suffix(_)) || (may_be_unsealed && !crate::range::covers_unsealed(r, request.aligned_to))
+                });
                 self.read = Some(request);
+                if let (Some(range), Some(backend)) = (needs_head, settings.backend.as_ref()) {
+                    let version = s3::query_param(path, "versionId");
+                    let head = copy::head_request(backend, &self.object.0, &self.object.1, version.as_deref());
+                    // Unreachable: the range goes as laid out, and the
+                    // backend's answer decides.
+                    if host::dispatch(&backend.cluster, &head, std::time::Duration::from_secs(15)).is_ok() {
+                        self.sizing_range = Some(range);
+                        return Ok(Action::Pause);
+                    }
+                }
             }
             Operation::CopyObject => {
                 self.copy_write_key = write.key_id;
@@ -760,6 +792,35 @@ impl Exchange {
                 self.resume_held_request()
             }
         }
+    }
+
+    /// The HEAD of a ranged read's object came back. A suffix is asked for
+    /// from an absolute offset; an object without envelope gets the client's
+    /// range as it is. If the HEAD failed, the range goes as laid out and the
+    /// GET gets the backend's own answer.
+    fn range_sized(&mut self) -> Result<(), S3Error> {
+        let range = self.sizing_range.take();
+        let head = host::get_headers(host::CALL_RESPONSE_HEADERS).map_err(host_error)?;
+        let found = header(&head, ":status") == Some("200");
+        let n = match range {
+            Some(crate::range::ByteRange::Suffix(n)) => n,
+            Some(r) => {
+                if found && header(&head, crate::envelope::METADATA_HEADER).is_none() {
+                    host::set_header(host::REQUEST_HEADERS, "range", &crate::range::unsealed_header(r)).map_err(host_error)?;
+                }
+                return self.resume_held_request();
+            }
+            None => return self.resume_held_request(),
+        };
+        let stored_len = if found { header(&head, "content-length").and_then(|v| v.trim().parse().ok()) } else { None };
+        let chunk_size = self.read.as_ref().map(|r| r.aligned_to);
+        if stored_len == Some(0) {
+            // No range fits an empty object; the response planning answers S3's way.
+            host::remove_header(host::REQUEST_HEADERS, "range").map_err(host_error)?;
+        } else if let Some(range) = stored_len.zip(chunk_size).and_then(|(len, chunk)| crate::range::upstream_suffix_from(n, chunk, len)) {
+            host::set_header(host::REQUEST_HEADERS, "range", &range).map_err(host_error)?;
+        }
+        self.resume_held_request()
     }
 
     fn copy_source_checked(&mut self) -> Result<(), S3Error> {
@@ -936,11 +997,12 @@ impl Exchange {
     }
 
     /// The request headers are held for a call to the backend (part sizes
-    /// before CompleteMultipartUpload, the source's HEAD before CopyObject).
+    /// before CompleteMultipartUpload, the source's HEAD before CopyObject,
+    /// the object's HEAD before some ranged reads).
     /// Body pieces arriving meanwhile must be held too: Envoy takes a
     /// `Continue` from a body callback as leave to send the held headers on.
     fn awaiting_backend(&self) -> bool {
-        self.layout.is_some() || self.pending_copy.is_some()
+        self.layout.is_some() || self.pending_copy.is_some() || self.sizing_range.is_some()
     }
 
     /// Goes on with a request held by `awaiting_backend`, and the body

@@ -50,9 +50,9 @@ pub enum Precondition {
     Failed,
 }
 
-fn etag_list_matches(list: &str, etag: &str) -> bool {
+fn etag_list_matches(list: &str, etags: &[&str]) -> bool {
     let bare = |t: &str| t.trim().trim_start_matches("W/").trim_matches('"').to_owned();
-    list.split(',').any(|candidate| candidate.trim() == "*" || bare(candidate) == bare(etag))
+    list.split(',').any(|candidate| candidate.trim() == "*" || etags.iter().any(|etag| bare(candidate) == bare(etag)))
 }
 
 fn parse_date(value: &str) -> Option<std::time::SystemTime> {
@@ -68,9 +68,14 @@ impl Conditions {
     /// Evaluates against the ETag and Last-Modified the client would see.
     /// Unparseable dates are ignored, as HTTP requires.
     pub fn evaluate(&self, etag: &str, last_modified: Option<&str>) -> Precondition {
+        self.evaluate_any(&[etag], last_modified)
+    }
+
+    /// The same, for an object the client may know by any of `etags`.
+    pub fn evaluate_any(&self, etags: &[&str], last_modified: Option<&str>) -> Precondition {
         let modified = last_modified.and_then(parse_date);
         match &self.if_match {
-            Some(list) if !etag_list_matches(list, etag) => return Precondition::Failed,
+            Some(list) if !etag_list_matches(list, etags) => return Precondition::Failed,
             Some(_) => {}
             None => {
                 if let (Some(since), Some(modified)) = (self.if_unmodified_since.as_deref().and_then(parse_date), modified) {
@@ -81,7 +86,7 @@ impl Conditions {
             }
         }
         match &self.if_none_match {
-            Some(list) if etag_list_matches(list, etag) => Precondition::NotModified,
+            Some(list) if etag_list_matches(list, etags) => Precondition::NotModified,
             Some(_) => Precondition::Proceed,
             None => match (self.if_modified_since.as_deref().and_then(parse_date), modified) {
                 (Some(since), Some(modified)) if modified <= since => Precondition::NotModified,
@@ -206,6 +211,11 @@ pub fn plan_response(headers: &Headers, request: &ReadRequest, settings: &Settin
     let envelope_value = header(headers, METADATA_HEADER);
     let mut edits = HeaderEdits::default();
 
+    if status == 416 && request.range.is_some() {
+        // The backend judged the chunk-aligned range: its error names that
+        // range and the stored size (S3's RangeRequested, ActualObjectSize).
+        return Err(S3Error::new(416, "InvalidRange", "The requested range is not satisfiable."));
+    }
     if !(status == 200 || status == 206) {
         // Errors and 304s: pass, but never show ciphertext checksums or ETags.
         edits.remove = ciphertext_headers();
@@ -235,14 +245,17 @@ pub fn plan_response(headers: &Headers, request: &ReadRequest, settings: &Settin
         if settings.unencrypted_objects == UnencryptedObjects::Refuse && !request.plaintext_bucket {
             return Err(S3Error::new(403, "AccessDenied", "This object was not written through the encryption gateway, and the gateway is configured to refuse unencrypted objects."));
         }
-        check_conditions(request, header(headers, "etag").unwrap_or_default(), header(headers, "last-modified"))?;
+        check_conditions(request, header(headers, "etag").unwrap_or_default(), None, header(headers, "last-modified"))?;
         // Unencrypted object: serve as is, trimmed to the range asked for.
         return slice_plain(request, start, received_end, total, edits);
     };
 
     let envelope = Envelope::parse(envelope_value).map_err(envelope_read_error)?;
     let shown_etag = client_etag(&envelope, header(headers, "etag"));
-    check_conditions(request, shown_etag.as_deref().unwrap_or_default(), header(headers, "last-modified"))?;
+    // Listings show a single-part object's opaque ETag even when HEAD shows
+    // the plaintext MD5 (`e`): a client may hold either.
+    let listed_etag = header(headers, "etag").map(opaque_etag);
+    check_conditions(request, shown_etag.as_deref().unwrap_or_default(), listed_etag.as_deref(), header(headers, "last-modified"))?;
     let dek = match (kms_dek, &envelope.wrapped_dek) {
         (Some(dek), WrappedDek::Kms(_)) => zeroize::Zeroizing::new(*dek),
         _ => settings.keyring.open(&envelope).map_err(envelope_read_error)?,
@@ -264,6 +277,9 @@ pub fn plan_response(headers: &Headers, request: &ReadRequest, settings: &Settin
     // The received chunks hold this much plaintext.
     let received_plain_end = if received_end == total { plain_total } else { (received_end / sealed) * u64::from(chunk) };
     let wanted = match request.range {
+        // The last n > 0 bytes of an empty object: the whole (empty) object,
+        // 200, as S3 answers (a 206 could not name an empty span).
+        Some(ByteRange::Suffix(n)) if n > 0 && plain_total == 0 => None,
         Some(r) => match range::resolve(r, plain_total) {
             Some(span) => Some(span),
             None => return Err(invalid_range(plain_total)),
@@ -321,16 +337,21 @@ fn stored_checksums(value: &str) -> Vec<(String, String)> {
 
 /// Conditional headers decided against what the client sees: 412 and 304
 /// become the reply instead of the object.
-fn check_conditions(request: &ReadRequest, etag: &str, last_modified: Option<&str>) -> Result<(), S3Error> {
-    match request.conditions.evaluate(etag, last_modified) {
+/// `listed`: the ETag listings show, when it differs from `etag` (HEAD's).
+fn check_conditions(request: &ReadRequest, etag: &str, listed: Option<&str>, last_modified: Option<&str>) -> Result<(), S3Error> {
+    let known: Vec<&str> = std::iter::once(etag).chain(listed).collect();
+    match request.conditions.evaluate_any(&known, last_modified) {
         Precondition::Proceed => Ok(()),
         Precondition::Failed => Err(S3Error::new(412, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold")),
         Precondition::NotModified => Err(S3Error::not_modified(etag, last_modified)),
     }
 }
 
+/// 416 with `Content-Range: bytes */len`, as S3 and RFC 9110 give it.
 fn invalid_range(len: u64) -> S3Error {
-    S3Error::new(416, "InvalidRange", format!("The requested range is not satisfiable (object size {len})."))
+    let mut error = S3Error::new(416, "InvalidRange", format!("The requested range is not satisfiable (object size {len})."));
+    error.headers.push(("content-range".into(), format!("bytes */{len}")));
+    error
 }
 
 fn slice_plain(request: &ReadRequest, start: u64, received_end: u64, total: u64, mut edits: HeaderEdits) -> Result<ResponsePlan, S3Error> {
@@ -421,6 +442,15 @@ mod tests {
         assert_eq!(eval(Conditions { if_none_match: s("\"abc-1\""), ..Default::default() }), Precondition::NotModified);
         assert_eq!(eval(Conditions { if_none_match: s("W/\"abc-1\""), ..Default::default() }), Precondition::NotModified);
         assert_eq!(eval(Conditions { if_none_match: s("\"other\""), ..Default::default() }), Precondition::Proceed);
+    }
+
+    #[test]
+    fn any_etag_the_client_may_hold() {
+        let c = Conditions { if_match: s("\"listed-1\""), ..Default::default() };
+        assert_eq!(c.evaluate_any(&["\"md5\"", "\"listed-1\""], None), Precondition::Proceed);
+        assert_eq!(c.evaluate_any(&["\"md5\""], None), Precondition::Failed);
+        let c = Conditions { if_none_match: s("\"listed-1\""), ..Default::default() };
+        assert_eq!(c.evaluate_any(&["\"md5\"", "\"listed-1\""], None), Precondition::NotModified);
     }
 
     #[test]

@@ -82,7 +82,9 @@ pub enum AuthError {
     /// An `x-amz-content-sha256` that is neither a hex SHA-256 nor one of the
     /// constants this gateway knows.
     InvalidContentSha256,
-    /// A header-signed request without a valid `x-amz-date` or `Date`.
+    /// A header-signed request with neither `x-amz-date` nor `Date`.
+    MissingDate,
+    /// A header-signed request whose `x-amz-date` (or `Date`) does not parse.
     InvalidDate,
     /// The access key id is not configured.
     InvalidAccessKeyId,
@@ -107,6 +109,7 @@ impl AuthError {
         match self {
             AuthError::Anonymous | AuthError::InvalidDate | AuthError::Expired | AuthError::NotYetValid | AuthError::HeadersNotSigned(_) => ("AccessDenied", 403),
             AuthError::UnsupportedAuthorization | AuthError::MissingContentSha256 => ("InvalidRequest", 400),
+            AuthError::MissingDate => ("MissingSecurityHeader", 400),
             AuthError::ConflictingAuthMechanisms | AuthError::InvalidContentSha256 => ("InvalidArgument", 400),
             AuthError::AuthorizationHeaderMalformed(_) => ("AuthorizationHeaderMalformed", 400),
             AuthError::AuthorizationQueryParametersError(_) => ("AuthorizationQueryParametersError", 400),
@@ -131,6 +134,7 @@ impl AuthError {
             AuthError::InvalidContentSha256 => {
                 "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, STREAMING-AWS4-HMAC-SHA256-PAYLOAD, STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER, STREAMING-UNSIGNED-PAYLOAD-TRAILER or a valid sha256 value.".into()
             }
+            AuthError::MissingDate => "Your request was missing a required header: x-amz-date (or Date).".into(),
             AuthError::InvalidDate => "AWS authentication requires a valid Date or x-amz-date header".into(),
             AuthError::InvalidAccessKeyId => "The AWS Access Key Id you provided does not exist in our records.".into(),
             AuthError::InvalidToken => "The provided token is malformed or otherwise invalid.".into(),
@@ -950,7 +954,7 @@ impl Verifier {
             Some(value) => AmzDate::parse(value.trim()),
             None => match single_header(req.headers, "date").map_err(|_| AuthError::InvalidDate)? {
                 Some(value) => AmzDate::parse_http_date(value.trim()),
-                None => return Err(AuthError::InvalidDate),
+                None => return Err(AuthError::MissingDate),
             },
         }
         .map_err(|_| AuthError::InvalidDate)?;
@@ -1790,9 +1794,10 @@ mod tests {
         assert_eq!(v.verify().unwrap_err(), AuthError::SignatureDoesNotMatch);
         v.set_header("date", "the 24th of May");
         assert_eq!(v.verify().unwrap_err(), AuthError::InvalidDate);
-        v.remove_header("date");
-        assert_eq!(v.verify().unwrap_err(), AuthError::InvalidDate);
         assert_eq!(AuthError::InvalidDate.s3_code(), ("AccessDenied", 403));
+        v.remove_header("date");
+        assert_eq!(v.verify().unwrap_err(), AuthError::MissingDate);
+        assert_eq!(AuthError::MissingDate.s3_code(), ("MissingSecurityHeader", 400));
     }
 
     #[test]

@@ -143,3 +143,21 @@ fn kms_envelopes_read_with_the_kms_data_key_only() {
     let mut plan = read::plan_response(&h, &request, &s, Some(&wrong)).unwrap();
     assert_eq!(run(&mut plan.body, &stored).unwrap(), parts.concat());
 }
+
+#[test]
+fn suffix_of_an_empty_object_is_the_whole_object() {
+    let s = settings();
+    let (envelope, stored, _) = multipart(&s, &[0]);
+    assert!(stored.is_empty());
+    let h = headers(200, &envelope, &[("content-length", "0".to_string())]);
+    let suffix = read::ReadRequest { range: Some(s3crypt_filter::range::ByteRange::Suffix(5)), aligned_to: C as u32, ..Default::default() };
+    let mut plan = read::plan_response(&h, &suffix, &s, None).unwrap();
+    assert_eq!(plan.status, Some(200));
+    assert_eq!(header(&plan.edits.set, "content-length"), Some("0"));
+    assert_eq!(run(&mut plan.body, &[]).unwrap(), Vec::<u8>::new());
+    // A first byte is never satisfiable, nor an empty suffix.
+    for range in [s3crypt_filter::range::ByteRange::From(0), s3crypt_filter::range::ByteRange::Suffix(0)] {
+        let request = read::ReadRequest { range: Some(range), aligned_to: C as u32, ..Default::default() };
+        assert_eq!(read::plan_response(&h, &request, &s, None).err().map(|e| e.status), Some(416));
+    }
+}
