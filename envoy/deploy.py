@@ -337,7 +337,7 @@ class Deployment:
             "CA_BUNDLE": d.ca_bundle,
             "CREDENTIALS_FILE": d.credentials_file or "", "CREDENTIALS_PROFILE": d.credentials_profile,
             "WASM_PATH": d.wasm,
-            "PLUGIN_CONFIG": json.dumps(d.plugin_config, separators=(",", ":")),
+            "PLUGIN_CONFIG": json.dumps(filter_config(d.plugin_config, b), separators=(",", ":")),
             "VM_HOST_ENV_KEYS": env_names(d.plugin_config),
             "RATE_LIMIT_BURST": d.rate_limit_burst, "RATE_LIMIT_PER_SECOND": d.rate_limit_per_second,
             "RATE_LIMIT_MAX_CLIENTS": d.rate_limit_max_clients,
@@ -364,6 +364,17 @@ class Deployment:
         for name in re.findall(r"\$\{(MIRROR_[A-Z_]+)\}", TEMPLATE.read_text()):
             values.setdefault(name, "")
         return render_template(TEMPLATE.read_text(), values, flags)
+
+
+def filter_config(plugin: dict, backend: "Backend") -> dict:
+    """The plugin JSON the filter gets: the user's, plus how the filter itself
+    reaches the backend (the s3_backend cluster, which signs) unless the user's
+    config says so: CopyObject with REPLACE metadata and empty aws-chunked
+    uploads need it (README, plugin JSON `backend`)."""
+    config = dict(plugin)
+    config.setdefault("backend", {"cluster": "s3_backend", "authority": backend.endpoint_obj().authority,
+                                  "addressing": backend.addressing})
+    return config
 
 
 def plugin_config_problems(config) -> list[str]:
@@ -405,8 +416,9 @@ def configmap(name: str, envoy_yaml: str, plugin: dict, summary: str, command: s
             "  labels:\n"
             "    app.kubernetes.io/name: s3crypt\n"
             "data:\n"
-            "  # The filter's configuration, also embedded in envoy.yaml below. Keys come\n"
-            "  # from environment variables (key_hex_env): no secret in this ConfigMap.\n"
+            "  # The filter's configuration, also embedded in envoy.yaml below (with the\n"
+            "  # \"backend\" the provider settings give, unless set here). Keys come from\n"
+            "  # environment variables (key_hex_env): no secret in this ConfigMap.\n"
             "  plugin.json: |\n" + block(json.dumps(plugin, indent=2)) +
             "  envoy.yaml: |\n" + block(envoy_yaml))
 

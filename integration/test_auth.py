@@ -384,3 +384,61 @@ def test_every_decision_is_audited(authed):
     stats = gw.stats("wasmcustom.")
     assert stats["wasmcustom.s3crypt_requests_denied"] > 0 and stats["wasmcustom.s3crypt_requests_allowed"] > 0
     assert stats.get("wasmcustom.s3crypt_errors_AccessDenied", 0) > 0
+
+
+def signed_trailer_body(creds, req, payload, trailer, chunk=65536):
+    """STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER: signed chunks, then the
+    trailer and its signature (AWS sigv4-streaming-trailers)."""
+    framed = streaming_body(creds, req, payload, chunk)
+    seed = framed.rsplit(b"chunk-signature=", 1)[1][:64].decode()
+    amz_date = req.headers["X-Amz-Date"]
+    scope = f"{amz_date[:8]}/us-east-1/s3/aws4_request"
+    key = ("AWS4" + creds[1]).encode()
+    for part in (amz_date[:8], "us-east-1", "s3", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    name, value = trailer
+    sts = "\n".join(["AWS4-HMAC-SHA256-TRAILER", amz_date, scope, seed, hashlib.sha256(f"{name}:{value}\n".encode()).hexdigest()])
+    signature = hmac.new(key, sts.encode(), hashlib.sha256).hexdigest()
+    # streaming_body ends with the final chunk's CRLF: the trailer section replaces it.
+    return framed[:-2] + f"{name}:{value}\r\nx-amz-trailer-signature:{signature}\r\n\r\n".encode()
+
+
+@pytest.mark.parametrize("size", [0, 100_000])
+def test_signed_streaming_upload_with_signed_trailer(authed, size):
+    """STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER: chunk and trailer signatures
+    verified, the trailing CRC32 checked against the plaintext; a wrong
+    checksum (correctly signed) or a wrong trailer signature stores nothing.
+    Empty bodies too: their trailer is all there is to check."""
+    import base64
+    import zlib
+    gw, bucket, _ = authed
+    payload = os.urandom(size)
+    right = base64.b64encode(zlib.crc32(payload).to_bytes(4, "big")).decode()
+    headers = {"x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER", "Content-Encoding": "aws-chunked",
+               "x-amz-decoded-content-length": str(size), "x-amz-trailer": "x-amz-checksum-crc32"}
+
+    class TrailerSigner(S3SigV4Auth):
+        def payload(self, request):
+            return "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
+
+    def put(key, crc, damage_signature=False):
+        req = AWSRequest(method="PUT", url=f"{gw.endpoint}/{bucket}/private/{key}", data=b"", headers=headers)
+        TrailerSigner(Credentials(*ALICE), "s3", "us-east-1").add_auth(req)
+        body = signed_trailer_body(ALICE, req, payload, ("x-amz-checksum-crc32", crc))
+        if damage_signature:
+            at = body.rindex(b"x-amz-trailer-signature:") + len("x-amz-trailer-signature:")
+            body = body[:at] + (b"0" if body[at:at + 1] != b"0" else b"1") + body[at + 1:]
+        req.headers["Content-Length"] = str(len(body))
+        return send(gw, req, body)
+
+    alice = client(gw, ALICE)
+    resp, text = put(f"bad-crc-{size}", "AAAAAQ==")
+    assert resp.status == 400 and b"BadDigest" in text, text
+    resp, text = put(f"bad-sig-{size}", right, damage_signature=True)
+    assert resp.status == 403 and b"SignatureDoesNotMatch" in text, text
+    for key in (f"bad-crc-{size}", f"bad-sig-{size}"):
+        with pytest.raises(ClientError):
+            alice.head_object(Bucket=bucket, Key=f"private/{key}")
+    resp, text = put(f"good-{size}", right)
+    assert resp.status == 200 and resp.getheader("x-amz-checksum-crc32") == right, text
+    assert alice.get_object(Bucket=bucket, Key=f"private/good-{size}")["Body"].read() == payload

@@ -485,6 +485,40 @@ def test_https_round_trip_with_tls_upstream(prod, prod_s3, bucket, data_dir, ups
     assert put["route"] == "other" and put["status"] == 200
 
 
+def test_production_copy_replace_and_empty_aws_chunked_uploads(prod, prod_s3, bucket, certs, backend_s3):
+    """deploy.py gives the filter its `backend` (the s3_backend cluster): a
+    CopyObject onto itself with REPLACE works, and an empty aws-chunked upload
+    (what boto3 sends over HTTPS) is held until its trailer is checked."""
+    import base64
+    import zlib
+    prod_s3.put_object(Bucket=bucket, Key="prod/replace", Body=b"data")
+    prod_s3.copy_object(Bucket=bucket, Key="prod/replace", CopySource={"Bucket": bucket, "Key": "prod/replace"},
+                        MetadataDirective="REPLACE", ContentType="text/x-new", Metadata={"k": "v"})
+    head = prod_s3.head_object(Bucket=bucket, Key="prod/replace")
+    assert (head["ContentType"], head["Metadata"]) == ("text/x-new", {"k": "v"})
+    assert prod_s3.get_object(Bucket=bucket, Key="prod/replace")["Body"].read() == b"data"
+    empty_crc = base64.b64encode(zlib.crc32(b"").to_bytes(4, "big")).decode()
+    assert prod_s3.put_object(Bucket=bucket, Key="prod/empty", Body=b"")["ChecksumCRC32"] == empty_crc
+    assert prod_s3.get_object(Bucket=bucket, Key="prod/empty", ChecksumMode="ENABLED")["ChecksumCRC32"] == empty_crc
+    body = b"0\r\nx-amz-checksum-crc32:AAAAAQ==\r\n\r\n"
+    conn = http.client.HTTPSConnection("127.0.0.1", prod.listen_port, timeout=30,
+                                       context=ssl.create_default_context(cafile=str(certs[0])))
+    conn.putrequest("PUT", f"/{bucket}/prod/empty-bad")
+    for name, value in {"Host": "localhost", "Content-Encoding": "aws-chunked", "Content-Length": str(len(body)),
+                        "x-amz-content-sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER", "x-amz-decoded-content-length": "0",
+                        "x-amz-trailer": "x-amz-checksum-crc32"}.items():
+        conn.putheader(name, value)
+    conn.endheaders()
+    time.sleep(0.3)
+    conn.send(body)
+    resp = conn.getresponse()
+    text = resp.read()
+    conn.close()
+    assert resp.status == 400 and b"BadDigest" in text, text
+    with pytest.raises(ClientError):
+        backend_s3.head_object(Bucket=bucket, Key="prod/empty-bad")
+
+
 def test_tls_listener_refuses_plain_http_and_untrusted_clients(prod, certs):
     # Plain HTTP on the TLS port: no S3 answer.
     conn = http.client.HTTPConnection("127.0.0.1", prod.listen_port, timeout=5)

@@ -340,3 +340,19 @@ def test_strict_kms_key_errors_are_s3_kms_errors(start_gateway, make_s3, new_buc
     bucket = new_bucket("strict-nokey")
     assert s3_error(lambda: s3.put_object(Bucket=bucket, Key="k", Body=b"x" * 1000)) == (400, "KMS.NotFoundException")
     assert backend_keys(backend_s3, bucket) == []
+
+
+def test_strict_empty_aws_chunked_upload(strict_gateway, make_s3, new_bucket, backend_s3):
+    """An empty aws-chunked upload waits for the KMS, then for its trailer:
+    a wrong trailer stores nothing; a right one stores the empty object."""
+    from test_aws_chunked import absent, chunked_body, send_slowly, unsigned_trailer_headers
+    bucket = new_bucket("strict-empty")
+    good = chunked_body(b"")
+    bad = good.replace(base64.b64encode((0).to_bytes(4, "big")), b"AAAAAQ==")
+    assert bad != good
+    resp, text = send_slowly(strict_gateway, "PUT", f"/{bucket}/bad", bad, unsigned_trailer_headers(b"", bad))
+    assert resp.status == 400 and b"<Code>BadDigest</Code>" in text, text
+    assert absent(backend_s3, bucket, "bad")
+    resp, text = send_slowly(strict_gateway, "PUT", f"/{bucket}/good", good, unsigned_trailer_headers(b"", good))
+    assert resp.status == 200, text
+    assert make_s3(strict_gateway).get_object(Bucket=bucket, Key="good")["Body"].read() == b""

@@ -2,6 +2,8 @@
 holds keys a file-system backend cannot (`a//b`, `trailing/`) and implements
 ListObjectVersions, so those are checked here."""
 
+import base64
+import hashlib
 import io
 import os
 import socket
@@ -101,3 +103,43 @@ def test_conditions_accept_the_etag_a_listing_shows(moto_gateway, make_s3):
             s3.get_object(Bucket="moto-cond", Key="k", IfNoneMatch=etag)
         assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 304
         assert e.value.response["ResponseMetadata"]["HTTPHeaders"]["etag"] == headed
+
+
+def test_odd_key_copies_and_empty_aws_chunked_uploads_on_moto(moto_gateway, make_s3):
+    """Copies (same and across buckets, COPY and REPLACE, onto itself) of keys a
+    file-system backend cannot hold; an empty aws-chunked upload with a wrong
+    trailer stores nothing on this backend either."""
+    from test_aws_chunked import chunked_body, send_slowly, unsigned_trailer_headers
+    g, moto_url = moto_gateway
+    s3 = make_s3(g)
+    direct = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="moto", aws_secret_access_key="moto")
+    for name in ("moto-src", "moto-dst"):
+        s3.create_bucket(Bucket=name)
+    data = os.urandom(70_000)
+    for key in ("a//b", "trailing/", "//lead", "sp ace+plus%25/ü/x"):
+        s3.put_object(Bucket="moto-src", Key=key, Body=data, ContentType="text/a", Metadata={"a": "1"})
+        s3.copy_object(Bucket="moto-dst", Key=key, CopySource={"Bucket": "moto-src", "Key": key})
+        s3.copy_object(Bucket="moto-dst", Key=key + ".r", CopySource={"Bucket": "moto-src", "Key": key},
+                       MetadataDirective="REPLACE", ContentType="text/r", Metadata={"m": "1"})
+        s3.copy_object(Bucket="moto-src", Key=key, CopySource={"Bucket": "moto-src", "Key": key}, MetadataDirective="REPLACE",
+                       ContentType="text/b", CacheControl="no-cache", Metadata={"n": "2"})
+        for bucket, name, want in (("moto-dst", key, ("text/a", None, {"a": "1"})), ("moto-dst", key + ".r", ("text/r", None, {"m": "1"})),
+                                   ("moto-src", key, ("text/b", "no-cache", {"n": "2"}))):
+            got = s3.get_object(Bucket=bucket, Key=name)
+            assert got["Body"].read() == data, (bucket, name)
+            assert (got["ContentType"], got.get("CacheControl"), got["Metadata"]) == want, (bucket, name)
+    # The copy's result names the ETag HEAD shows (moto, like S3, puts a
+    # namespace on <CopyObjectResult>): here the plaintext MD5.
+    md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
+    s3.put_object(Bucket="moto-src", Key="md5", Body=data, ContentMD5=md5)
+    copied = s3.copy_object(Bucket="moto-dst", Key="md5", CopySource={"Bucket": "moto-src", "Key": "md5"}, MetadataDirective="REPLACE")
+    assert copied["CopyObjectResult"]["ETag"] == s3.head_object(Bucket="moto-dst", Key="md5")["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
+    good = chunked_body(b"")
+    bad = good.replace(b"AAAAAA==", b"AAAAAQ==")
+    resp, text = send_slowly(g, "PUT", "/moto-src/empty-bad", bad, unsigned_trailer_headers(b"", bad))
+    assert resp.status == 400 and b"BadDigest" in text, text
+    resp, text = send_slowly(g, "PUT", "/moto-src/empty-good", good, unsigned_trailer_headers(b"", good))
+    assert resp.status == 200 and resp.getheader("x-amz-checksum-crc32") == "AAAAAA==", text
+    keys = {o["Key"] for o in direct.list_objects_v2(Bucket="moto-src")["Contents"]}
+    assert "empty-good" in keys and "empty-bad" not in keys
+    assert s3.head_object(Bucket="moto-src", Key="empty-good", ChecksumMode="ENABLED")["ChecksumCRC32"] == "AAAAAA=="

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Install the S3 clients that integration/test_clients.py drives through the
+# Install the S3 clients that integration/test_client_*.py drives through the
 # gateway (the compatibility matrix); idempotent, and about a second when
 # everything is already there. Run after scripts/bootstrap.sh (it needs the venv).
 #
-#   rclone, openssl                Debian packages (apt-get)
+#   rclone, s3cmd, openssl         Debian packages (apt-get)
 #   awscli v2                      Debian package `awscli` (/usr/bin/aws), when the
 #                                  Debian release offers a 2.x (bookworm: 2.9.19)
-#   s3cmd, minio-py                PyPI, pinned in integration/clients/requirements.txt,
+#   minio-py                       PyPI, pinned in integration/clients/requirements.txt,
 #                                  into $S3CRYPT_CACHE/venv
 #   @aws-sdk/client-s3, lib-storage  npm, pinned by integration/clients/package-lock.json,
 #                                  `npm ci` into integration/clients/node_modules
@@ -103,6 +103,21 @@ else
   record_unavailable rclone "no apt-get here to install Debian's rclone"
 fi
 
+# s3cmd: Debian's package, as the matrix names it.
+if ! command -v s3cmd >/dev/null; then
+  if have_apt; then
+    candidate_or_update s3cmd
+    [ -n "$CANDIDATE" ] || die "apt has no s3cmd package (after apt-get update)"
+    apt_install s3cmd
+  fi
+fi
+if [ -x /usr/bin/s3cmd ]; then
+  v=$(dpkg_version s3cmd 2>/dev/null || true)
+  record_ok s3cmd "${v:-$(/usr/bin/s3cmd --version 2>/dev/null | awk '{print $3}')}"
+else
+  record_unavailable s3cmd "no apt-get here to install Debian's s3cmd"
+fi
+
 # openssl: makes the test certificate of the HTTPS rows (boto3 and awscli send
 # aws-chunked bodies only over HTTPS).
 if ! command -v openssl >/dev/null && have_apt; then
@@ -141,7 +156,7 @@ else
   esac
 fi
 
-# --- PyPI: s3cmd, minio-py (into the venv) --------------------------------------
+# --- PyPI: minio-py (into the venv) ----------------------------------------------
 STAMP=$VENV/.s3crypt-clients-requirements
 want=$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
@@ -150,8 +165,6 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     -r "$REQUIREMENTS"
   echo "$want" >"$STAMP"
 fi
-[ -x "$VENV/bin/s3cmd" ] || die "$VENV/bin/s3cmd missing after pip install; delete $STAMP and run again"
-record_ok s3cmd "$(sed -n 's/^s3cmd==//p' "$REQUIREMENTS")"
 record_ok minio-py "$(sed -n 's/^minio==//p' "$REQUIREMENTS")"
 
 # --- npm: AWS SDK for JavaScript v3 ------------------------------------------------

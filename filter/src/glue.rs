@@ -250,6 +250,32 @@ impl KmsWait {
     }
 }
 
+/// An upload that stores nothing (an empty object or part) whose request
+/// body is still to come: an empty aws-chunked body still carries its
+/// trailing checksum. An empty ciphertext would let the backend store the
+/// object, and answer, before that trailer is seen; and with
+/// `allow_on_headers_stop_iteration: false` the filter sees no body while it
+/// holds the headers. So the request goes upstream with a placeholder
+/// `Content-Length: 1` whose byte is never sent: it cannot complete, and is
+/// cut when the client is answered. Once the body checked out, the filter
+/// sends the real (empty) upload to the backend itself, and its answer is
+/// the client's. A refused upload stores nothing, and replaces nothing.
+struct EmptyUpload {
+    /// The request headers as prepared for the backend.
+    headers: Vec<(String, String)>,
+    /// How many of the echoed checksums came as headers (the rest, from
+    /// trailers, join the object's checksum record).
+    header_checksums: usize,
+    /// The real upload is on its way to the backend.
+    sent: bool,
+    /// The backend answered the placeholder (an early error such as
+    /// NoSuchBucket): that answer stands, nothing more is sent.
+    abandoned: bool,
+}
+
+/// Placeholder length of a held empty upload (`EmptyUpload`).
+const PLACEHOLDER_LENGTH: &str = "1";
+
 struct LayoutCheck {
     bucket: String,
     key: String,
@@ -326,6 +352,8 @@ struct Exchange {
     response_ended: bool,
     /// CopyObject onto its own source.
     copy_onto_itself: bool,
+    /// An empty upload held until its body is checked.
+    empty_upload: Option<EmptyUpload>,
 }
 
 /// A strict-KMS envelope for a new object, its key not made yet.
@@ -377,6 +405,15 @@ impl Context for Exchange {
                     host::set_buffer(host::RESPONSE_BODY, 0, std::mem::take(&mut self.kms_held_response), &[])
                 };
                 self.refuse(e);
+            }
+            return;
+        }
+        if self.empty_upload.as_ref().is_some_and(|held| held.sent) {
+            let abandoned = self.empty_upload.take().is_some_and(|held| held.abandoned);
+            if !abandoned {
+                if let Err(e) = self.empty_upload_answered(body_size) {
+                    self.refuse(e);
+                }
             }
             return;
         }
@@ -835,9 +872,69 @@ impl Exchange {
                 Metrics::add(self.metrics.objects_encrypted, 1);
             }
         } else {
+            let stores_nothing = upload.stores_nothing();
             self.upload = Some(upload);
+            if stores_nothing {
+                self.hold_empty_upload()?;
+            }
         }
         Ok(())
+    }
+
+    /// Called while the request headers can still change (header callback,
+    /// or a KMS answer while they are held): see `EmptyUpload`. Without a
+    /// `backend` setting the filter cannot send the upload itself: it goes
+    /// on as it is, its trailer checked only after the backend stored the
+    /// empty object (README, "What the filter does").
+    fn hold_empty_upload(&mut self) -> Result<(), S3Error> {
+        if self.settings.as_ref().is_none_or(|s| s.backend.is_none()) {
+            return Ok(());
+        }
+        let headers = host::get_headers(host::REQUEST_HEADERS).map_err(host_error)?;
+        host::set_header(host::REQUEST_HEADERS, "content-length", PLACEHOLDER_LENGTH).map_err(host_error)?;
+        self.empty_upload = Some(EmptyUpload { headers, header_checksums: self.echo_checksums.len(), sent: false, abandoned: false });
+        Ok(())
+    }
+
+    /// The body of a held empty upload checked out: the real upload goes to
+    /// the backend (through the backend cluster, which signs it).
+    fn send_empty_upload(&mut self) -> Result<(), S3Error> {
+        let settings = self.settings.clone().ok_or_else(|| S3Error::new(503, "ServiceUnavailable", "not configured"))?;
+        let backend = settings.backend.as_ref().ok_or_else(|| S3Error::new(500, "InternalError", "no backend"))?;
+        let Some(held) = self.empty_upload.as_mut() else {
+            return Ok(());
+        };
+        let trailers = self.echo_checksums.get(held.header_checksums..).unwrap_or_default();
+        let request = put::empty_upload_request(backend, &held.headers, trailers);
+        host::dispatch_with_body(&backend.cluster, &request, &[], std::time::Duration::from_secs(30))
+            .map_err(|e| S3Error::new(503, "ServiceUnavailable", format!("cannot reach the backend cluster {:?} (status {})", backend.cluster, e.0)))?;
+        held.sent = true;
+        Ok(())
+    }
+
+    /// The backend answered the real empty upload: that answer (with the
+    /// edits any upload response gets) is the client's, and the placeholder
+    /// is cut.
+    fn empty_upload_answered(&mut self, body_size: usize) -> Result<(), S3Error> {
+        let answer = host::get_headers(host::CALL_RESPONSE_HEADERS).map_err(host_error)?;
+        let status: u32 = header(&answer, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        if status == 0 {
+            return Err(S3Error::new(503, "ServiceUnavailable", "The backend did not answer the upload; it may or may not be stored. Retry it."));
+        }
+        let body = host::get_buffer(host::CALL_RESPONSE_BODY, 0, body_size).unwrap_or_default();
+        let mut headers: Vec<(String, String)> = answer
+            .into_iter()
+            // Framing is the local reply's own; Envoy's markers (the call's
+            // router adds x-envoy-upstream-service-time) never go to clients.
+            .filter(|(name, _)| !name.starts_with(':') && !name.starts_with("x-envoy-") && !["content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"].contains(&name.as_str()))
+            .collect();
+        let edits = self.upload_response_edits(&headers);
+        headers.retain(|(name, _)| !edits.remove.iter().any(|r| r.eq_ignore_ascii_case(name)) && !edits.set.iter().any(|(s, _)| s.eq_ignore_ascii_case(name)));
+        headers.extend(edits.set);
+        let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.finished = true;
+        self.upload = None;
+        host::send_local_response(status, &pairs, &body).map_err(host_error)
     }
 
     /// A body the filter checks (signed hash, DeleteObjects keys) or rewrites
@@ -967,6 +1064,14 @@ impl Exchange {
             }
         }
         host::set_buffer(host::REQUEST_BODY, 0, body_size, &self.out).map_err(host_error)?;
+        if let Some(held) = self.empty_upload.as_ref() {
+            // Nothing of a held empty upload goes upstream, not even its end:
+            // the placeholder must never complete.
+            if end_of_stream && !held.abandoned {
+                self.send_empty_upload()?;
+            }
+            return Ok(Action::Pause);
+        }
         Ok(Action::Continue)
     }
 
@@ -1140,24 +1245,26 @@ impl Exchange {
         };
         match self.operation {
             Some(Operation::PutObject) | Some(Operation::UploadPart) => {
-                let headers = host::get_headers(host::RESPONSE_HEADERS).map_err(host_error)?;
-                let mut edits = HeaderEdits { remove: put::plaintext_integrity_headers(), set: std::mem::take(&mut self.echo_checksums) };
-                if let Some(etag) = self.stored.as_ref().and_then(|envelope| read::client_etag(envelope, header(&headers, "etag"))) {
-                    edits.set.push(("etag".into(), etag));
-                } else if self.operation == Some(Operation::UploadPart) && !self.plaintext_write {
-                    // The part's ETag is the ciphertext's MD5: marked so that
-                    // clients comparing it with their MD5 know it is not one;
-                    // CompleteMultipartUpload takes the mark off again.
-                    if let Some(etag) = header(&headers, "etag").map(multipart::part_etag_for_client) {
-                        edits.set.push(("etag".into(), etag));
-                    }
+                if let Some(held) = self.empty_upload.as_mut() {
+                    // The placeholder of a held empty upload was answered
+                    // (an error the backend gave before any body): it stands.
+                    held.abandoned = true;
                 }
+                let headers = host::get_headers(host::RESPONSE_HEADERS).map_err(host_error)?;
+                let edits = self.upload_response_edits(&headers);
                 apply(host::RESPONSE_HEADERS, &edits)?;
             }
             Some(Operation::CopyObject) if self.copy_checked => {
                 let headers = host::get_headers(host::RESPONSE_HEADERS).map_err(host_error)?;
                 if header(&headers, ":status") == Some("200") {
                     self.response_rewrite = Some(BodyRewrite::copied(self.stored.take()));
+                    host::remove_header(host::RESPONSE_HEADERS, "content-length").map_err(host_error)?;
+                }
+            }
+            Some(Operation::CompleteMultipartUpload) if self.client_upload.is_some() => {
+                let headers = host::get_headers(host::RESPONSE_HEADERS).map_err(host_error)?;
+                if header(&headers, ":status") == Some("200") {
+                    self.response_rewrite = Some(BodyRewrite::completed());
                     host::remove_header(host::RESPONSE_HEADERS, "content-length").map_err(host_error)?;
                 }
             }
@@ -1200,6 +1307,24 @@ impl Exchange {
             _ => {}
         }
         Ok(Action::Continue)
+    }
+
+    /// PutObject/UploadPart response headers: no plaintext integrity header
+    /// of the backend's, the client's checksums echoed, the ETag the client
+    /// sees.
+    fn upload_response_edits(&mut self, headers: &[(String, String)]) -> HeaderEdits {
+        let mut edits = HeaderEdits { remove: put::plaintext_integrity_headers(), set: std::mem::take(&mut self.echo_checksums) };
+        if let Some(etag) = self.stored.as_ref().and_then(|envelope| read::client_etag(envelope, header(headers, "etag"))) {
+            edits.set.push(("etag".into(), etag));
+        } else if self.operation == Some(Operation::UploadPart) && !self.plaintext_write {
+            // The part's ETag is the ciphertext's MD5: marked so that
+            // clients comparing it with their MD5 know it is not one;
+            // CompleteMultipartUpload takes the mark off again.
+            if let Some(etag) = header(headers, "etag").map(multipart::part_etag_for_client) {
+                edits.set.push(("etag".into(), etag));
+            }
+        }
+        edits
     }
 
     fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> Result<Action, String> {

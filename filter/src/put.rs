@@ -57,6 +57,8 @@ pub struct Upload {
     /// aws-chunked framing being taken off, and a reused buffer for its output.
     chunked: Option<Decoder>,
     decoded: Vec<u8>,
+    /// The plaintext length the upload announced.
+    length: u64,
 }
 
 /// What can go wrong while the body streams.
@@ -68,7 +70,12 @@ pub enum UploadError {
 }
 
 impl Upload {
-    /// Takes a plaintext piece; appends the ciphertext ready to go upstream.
+    /// Nothing goes upstream: an empty object or part (FORMAT.md: an empty
+    /// segment has no chunk), whatever framing its request body carries.
+    pub fn stores_nothing(&self) -> bool {
+        self.length == 0
+    }
+
     /// Takes a body piece (aws-chunked framing included, if any) and
     /// returns the plaintext bytes it carried.
     pub fn push(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<u64, UploadError> {
@@ -233,7 +240,7 @@ pub fn segment(claims: BodyClaims, dek: &[u8; KEY_LEN], suite: Suite, chunk_size
     edits.remove.extend(plaintext_integrity_headers());
     edits.remove.push("transfer-encoding".into());
     edits.set.push(("content-length".into(), ciphertext_len.to_string()));
-    Ok((edits, Upload { output: Output::Sealed(sealer), digests: claims.digests, echo_checksums: claims.echo_checksums, chunked: claims.chunked, decoded: Vec::new() }))
+    Ok((edits, Upload { output: Output::Sealed(sealer), digests: claims.digests, echo_checksums: claims.echo_checksums, chunked: claims.chunked, decoded: Vec::new(), length: claims.length }))
 }
 
 /// Plans a PutObject or UploadPart into a bucket that stays plaintext
@@ -248,7 +255,55 @@ pub fn plan_plaintext(headers: &Headers, chunk_signatures: Option<Box<dyn ChunkS
     edits.remove.push("transfer-encoding".into());
     edits.set.push(("content-length".into(), claims.length.to_string()));
     let output = Output::Plain { remaining: claims.length, held: None };
-    Ok((edits, Upload { output, digests: claims.digests, echo_checksums: claims.echo_checksums, chunked: claims.chunked, decoded: Vec::new() }))
+    Ok((edits, Upload { output, digests: claims.digests, echo_checksums: claims.echo_checksums, chunked: claims.chunked, decoded: Vec::new(), length: claims.length }))
+}
+
+/// Request headers not passed on when the filter sends a held empty upload
+/// to the backend itself (`empty_upload_request`): the client's signature,
+/// date and session token (the backend cluster signs afresh), hop-by-hop and
+/// proxy fields, and what the addressing decides.
+const NOT_RESENT: [&str; 19] = [
+    ":authority", ":path", ":scheme", "host", "authorization", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256", "content-length", "connection", "keep-alive",
+    "proxy-connection", "transfer-encoding", "te", "upgrade", "expect", "x-forwarded-for", "x-forwarded-proto", "x-request-id",
+];
+
+/// The request the filter sends to the backend for an empty upload it held
+/// (glue.rs, `EmptyUpload`): `headers` as the filter prepared them for the
+/// backend (`:path` in path style), addressed as the backend wants, with an
+/// empty body. `trailer_checksums` (checked meanwhile) join the checksum
+/// record of an encrypted object, which a header alone could not carry.
+pub fn empty_upload_request(backend: &crate::copy::Backend, headers: &Headers, trailer_checksums: &[(String, String)]) -> Vec<(String, String)> {
+    let path = header(headers, ":path").unwrap_or("/");
+    let (authority, path) = if backend.virtual_hosted {
+        let after = path.strip_prefix('/').unwrap_or(path);
+        let (bucket, rest) = after.split_at(after.find(['/', '?']).unwrap_or(after.len()));
+        (format!("{bucket}.{}", backend.authority), format!("/{}", rest.strip_prefix('/').unwrap_or(rest)))
+    } else {
+        (backend.authority.clone(), path.to_owned())
+    };
+    let mut request: Vec<(String, String)> = vec![(":method".into(), header(headers, ":method").unwrap_or("PUT").to_owned()), (":path".into(), path), (":authority".into(), authority)];
+    request.extend(
+        headers
+            .iter()
+            .filter(|(name, _)| {
+                let name = name.to_ascii_lowercase();
+                name != ":method" && !NOT_RESENT.contains(&name.as_str()) && !name.starts_with("x-envoy-")
+            })
+            .cloned(),
+    );
+    request.push(("content-length".into(), "0".into()));
+    request.push(("x-amz-content-sha256".into(), "UNSIGNED-PAYLOAD".into()));
+    let recorded: Vec<String> = trailer_checksums.iter().map(|(name, value)| format!("{}={value}", name.trim_start_matches("x-amz-checksum-"))).collect();
+    if header(headers, METADATA_HEADER).is_some() && !recorded.is_empty() {
+        match request.iter_mut().find(|(name, _)| name.eq_ignore_ascii_case(CHECKSUM_HEADER)) {
+            Some((_, value)) => {
+                value.push(';');
+                value.push_str(&recorded.join(";"));
+            }
+            None => request.push((CHECKSUM_HEADER.into(), recorded.join(";"))),
+        }
+    }
+    request
 }
 
 /// Plans a PutObject from its request headers: a new data key, its envelope,
@@ -364,6 +419,48 @@ mod tests {
         assert!(matches!(run(upload, &body, 4096).1, Err(UploadError::Stream(StreamError::LengthMismatch))));
         let (_, upload) = plan_plaintext(&headers(&[("content-length", "10001")]), None).unwrap();
         assert!(matches!(run(upload, &body, 4096).1, Err(UploadError::Stream(StreamError::LengthMismatch))));
+    }
+
+    #[test]
+    fn a_held_empty_upload_is_resent_as_the_backend_wants_it() {
+        let prepared = headers(&[
+            (":method", "PUT"),
+            (":path", "/bkt/dir/a%20b?x-id=PutObject"),
+            (":authority", "gateway.local:8080"),
+            (":scheme", "https"),
+            ("authorization", "AWS4-HMAC-SHA256 Credential=client/..."),
+            ("x-amz-date", "20261129T000000Z"),
+            ("x-amz-content-sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"),
+            ("content-length", "1"),
+            ("content-type", "text/plain"),
+            ("x-amz-meta-colour", "blue"),
+            ("if-none-match", "*"),
+            ("x-forwarded-proto", "https"),
+            ("x-envoy-expected-rq-timeout-ms", "5"),
+            (METADATA_HEADER, "v=1;..."),
+        ]);
+        let trailer = [("x-amz-checksum-crc32".to_string(), "AAAAAA==".to_string())];
+        let path_style = crate::copy::Backend { cluster: "s3_backend".into(), authority: "s3.local:9000".into(), virtual_hosted: false };
+        let request = empty_upload_request(&path_style, &prepared, &trailer);
+        let get = |name: &str| header(&request, name).map(str::to_owned);
+        assert_eq!(get(":path").as_deref(), Some("/bkt/dir/a%20b?x-id=PutObject"));
+        assert_eq!(get(":authority").as_deref(), Some("s3.local:9000"));
+        assert_eq!(get("content-length").as_deref(), Some("0"), "not the placeholder length");
+        assert_eq!(get("x-amz-content-sha256").as_deref(), Some("UNSIGNED-PAYLOAD"));
+        for gone in ["authorization", "x-amz-date", ":scheme", "x-forwarded-proto", "x-envoy-expected-rq-timeout-ms"] {
+            assert_eq!(get(gone), None, "{gone}");
+        }
+        for kept in ["content-type", "x-amz-meta-colour", "if-none-match", METADATA_HEADER] {
+            assert!(get(kept).is_some(), "{kept}");
+        }
+        assert_eq!(get(CHECKSUM_HEADER).as_deref(), Some("crc32=AAAAAA=="), "the trailer joins the checksum record");
+        assert_eq!(request.iter().filter(|(k, _)| k == "content-length").count(), 1);
+
+        let virtual_hosted = crate::copy::Backend { virtual_hosted: true, ..path_style };
+        let request = empty_upload_request(&virtual_hosted, &prepared, &[]);
+        assert_eq!(header(&request, ":authority"), Some("bkt.s3.local:9000"));
+        assert_eq!(header(&request, ":path"), Some("/dir/a%20b?x-id=PutObject"));
+        assert_eq!(header(&request, CHECKSUM_HEADER), None);
     }
 
     #[test]

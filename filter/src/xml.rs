@@ -5,8 +5,9 @@
 //! The rewriter hands each complete record to a callback and passes
 //! everything else through, holding back only an unfinished record between
 //! body pieces, so memory stays at one record whatever the response size.
-//! S3 writes these elements without attributes or CDATA; values are escaped
-//! text, which the callbacks treat as opaque except for numbers.
+//! S3 writes these elements without CDATA, and without attributes but for
+//! the namespace on a root record (`<CopyObjectResult xmlns="...">`); values
+//! are escaped text, which the callbacks treat as opaque except for numbers.
 
 pub struct RecordRewriter {
     records: &'static [&'static str],
@@ -30,15 +31,16 @@ impl RecordRewriter {
         let mut pos = 0;
         // Next start of each record tag at or after `pos`; `None` once a tag
         // no longer occurs, so each tag's search walks the buffer once.
-        let opens: Vec<String> = self.records.iter().map(|tag| format!("<{tag}>")).collect();
-        let mut next_at: Vec<Option<usize>> = opens.iter().map(|open| find(&buf, open.as_bytes(), 0)).collect();
+        // A record opens as `<tag>` or, with attributes, `<tag `.
+        let opens: Vec<(String, &str)> = self.records.iter().flat_map(|tag| [(format!("<{tag}>"), *tag), (format!("<{tag} "), *tag)]).collect();
+        let mut next_at: Vec<Option<usize>> = opens.iter().map(|(open, _)| find(&buf, open.as_bytes(), 0)).collect();
         loop {
-            for (slot, open) in next_at.iter_mut().zip(&opens) {
+            for (slot, (open, _)) in next_at.iter_mut().zip(&opens) {
                 if slot.is_some_and(|at| at < pos) {
                     *slot = find(&buf, open.as_bytes(), pos);
                 }
             }
-            let next = next_at.iter().zip(self.records.iter()).filter_map(|(at, tag)| at.map(|at| (at, *tag))).min_by_key(|(at, _)| *at);
+            let next = next_at.iter().zip(opens.iter()).filter_map(|(at, (_, tag))| at.map(|at| (at, *tag))).min_by_key(|(at, _)| *at);
             let Some((start, tag)) = next else {
                 // No record starts here; keep back a possibly cut tag at the end.
                 let keep_from = if end {
@@ -148,6 +150,26 @@ mod tests {
                 assert_eq!(String::from_utf8(out).unwrap(), want, "split {split}/{second}");
             }
         }
+    }
+
+    #[test]
+    fn a_root_record_with_a_namespace_is_rewritten_at_any_split() {
+        // What S3 answers to CopyObject and CompleteMultipartUpload.
+        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyObjectResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><ETag>\"x\"</ETag><Size>8</Size></CopyObjectResult>";
+        let want = body.replace("<Size>8</Size>", "<Size>4</Size>");
+        for split in 0..body.len() {
+            let mut rw = RecordRewriter::new(&["CopyObjectResult"]);
+            let mut out = Vec::new();
+            rw.push(&body.as_bytes()[..split], false, &mut out, &mut shrink);
+            rw.push(&body.as_bytes()[split..], true, &mut out, &mut shrink);
+            assert_eq!(String::from_utf8(out).unwrap(), want, "split {split}");
+        }
+        // A longer element name that starts with the record's is no record.
+        let mut rw = RecordRewriter::new(&["Part"]);
+        let mut out = Vec::new();
+        let other = "<PartNumber>2</PartNumber><Parts x=\"1\"><Size>8</Size></Parts>";
+        rw.push(other.as_bytes(), true, &mut out, &mut shrink);
+        assert_eq!(String::from_utf8(out).unwrap(), other);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 """A small HTTP/1.1 proxy between the gateway and s3s-fs that makes s3s-fs answer
-like S3 where real clients depend on it (test_clients.py):
+like S3 where real clients depend on it (test_client_*.py):
 
 * listings get their ETags: s3s-fs 0.14.1 lists objects without <ETag> (S3 always
   has one), and s3cmd's sync dies on that (KeyError: 'ETag') while rclone would

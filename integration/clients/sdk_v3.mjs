@@ -4,13 +4,14 @@
 //
 //   node sdk_v3.mjs ENDPOINT BUCKET WORKDIR
 //
-// WORKDIR holds the inputs integration/test_clients.py wrote (small.bin,
+// WORKDIR holds the inputs integration/test_client_sdk_js.py wrote (small.bin,
 // stream.bin, big.bin); downloads are written next to them (*.out). Prints one
 // JSON object: what each call sent (the headers that show aws-chunked framing
 // and checksums) and what it got back.
 import { createReadStream, createWriteStream, statSync, readFileSync } from "node:fs";
 import { pipeline } from "node:stream/promises";
 import { join } from "node:path";
+import { Readable } from "node:stream";
 import {
   S3Client, PutObjectCommand, GetObjectCommand, HeadObjectCommand,
   ListObjectsV2Command, DeleteObjectCommand,
@@ -64,6 +65,15 @@ const putStream = await s3.send(new PutObjectCommand({
   ContentLength: streamSize,
 }));
 result.putStream = { etag: putStream.ETag, checksumCRC32: putStream.ChecksumCRC32 };
+
+// 1b. An empty stream: aws-chunked too, its CRC32 trailer all there is to check.
+const putEmpty = await s3.send(new PutObjectCommand({
+  Bucket: bucket, Key: "sdk/empty.bin", Body: Readable.from([]), ContentLength: 0,
+}));
+result.putEmpty = { etag: putEmpty.ETag, checksumCRC32: putEmpty.ChecksumCRC32 };
+const gotEmpty = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: "sdk/empty.bin" }));
+result.getEmpty = { body: await gotEmpty.Body.transformToString(), checksumCRC32: gotEmpty.ChecksumCRC32 };
+await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: "sdk/empty.bin" }));
 
 // 2. PutObject with a Buffer body (the checksum as a header).
 const putBuffer = await s3.send(new PutObjectCommand({
