@@ -254,6 +254,9 @@ class Deployment:
     tls_cert: str = "/etc/s3crypt/tls/tls.crt"
     tls_key: str = "/etc/s3crypt/tls/tls.key"
     client_ca: str | None = None
+    # Serve without client authentication (no "clients" in the plugin JSON,
+    # no client certificates): only for a listener nobody untrusted reaches.
+    allow_unauthenticated: bool = False
     # The filter.
     wasm: str = "/etc/s3crypt/filter/s3crypt_filter.wasm"
     plugin_config: dict | None = None
@@ -313,6 +316,12 @@ class Deployment:
             errors.append("plugin config: required (--plugin-config FILE)")
         else:
             errors += plugin_config_problems(self.plugin_config)
+            if (isinstance(self.plugin_config, dict) and "clients" not in self.plugin_config
+                    and not self.client_ca and not self.allow_unauthenticated):
+                errors.append("plugin config: clients: required: the gateway signs every request with the "
+                              "provider's credentials, so without client authentication anyone who reaches it "
+                              "can read and write everything (or --client-ca for mutual TLS, or "
+                              "--allow-unauthenticated for a listener only trusted callers reach)")
         if errors:
             raise SettingsError(errors)
         return d, warnings
@@ -493,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("--tls-cert", default=Deployment.tls_cert)
         sp.add_argument("--tls-key", default=Deployment.tls_key)
         sp.add_argument("--client-ca", help="require client certificates from this CA (mutual TLS)")
+        sp.add_argument("--allow-unauthenticated", action="store_true",
+                        help="allow a plugin config without \"clients\" and no --client-ca: every caller "
+                        "that reaches the listener can read and write everything")
         sp.add_argument("--ca-bundle", default=Deployment.ca_bundle, help="CAs for https backends")
         sp.add_argument("--listen", default=Deployment.listen)
         sp.add_argument("--health", default=Deployment.health)
@@ -528,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
         backend=_backend(args), mirror=_backend(args, "mirror"),
         listen=args.listen, health=args.health, admin_port=args.admin_port,
         tls_cert=args.tls_cert, tls_key=args.tls_key, client_ca=args.client_ca,
+        # `check` without a plugin config checks the provider settings only.
+        allow_unauthenticated=args.allow_unauthenticated or not args.plugin_config,
         wasm=args.wasm, plugin_config=plugin, ca_bundle=args.ca_bundle,
         credentials_file=args.credentials_file, credentials_profile=args.credentials_profile,
         mirror_credentials_file=args.mirror_credentials_file,

@@ -67,6 +67,11 @@ def _prod_plugin() -> dict:
 
 
 PLUGIN = _prod_plugin()
+# With client authentication, as deploy.py renders by default; the secret from
+# the environment like the key.
+CLIENT_SECRET_ENV = "S3CRYPT_CLIENT_SECRET"
+PLUGIN_WITH_CLIENTS = {**PLUGIN, "clients": [{"access_key_id": "AKIARENDER0000000001", "secret_access_key_env": CLIENT_SECRET_ENV,
+                                              "grants": [{"bucket": "*", "actions": ["read", "write", "delete", "list"]}]}]}
 
 
 # --------------------------------------------------------------------------
@@ -298,7 +303,7 @@ def prod_deployment(*, backend_url: str, ca: Path, cert: Path, key: Path, **kwar
         backend=deploy.Backend("generic", backend_url),
         listen=f"127.0.0.1:{listen}", health=f"127.0.0.1:{health}", admin_port=admin,
         tls_cert=str(cert), tls_key=str(key), ca_bundle=str(ca),
-        wasm=str(gw.default_wasm()), plugin_config=PLUGIN,
+        wasm=str(gw.default_wasm()), plugin_config=PLUGIN, allow_unauthenticated=True,
         max_heap_bytes=4 << 30)
     for k, v in kwargs.items():
         setattr(d, k, v)
@@ -397,12 +402,13 @@ def test_rendered_production_config_passes_envoy_validate(name, certs, tmp_path)
     settings = dict(RENDER_CASES[name])
     for k, v in settings.items():
         settings[k] = {"CREDS": str(creds), "CERT": str(cert)}.get(v, v) if isinstance(v, str) else v
-    d = deploy.Deployment(plugin_config=PLUGIN, wasm=str(gw.default_wasm()), tls_cert=str(cert),
+    d = deploy.Deployment(plugin_config=PLUGIN_WITH_CLIENTS, wasm=str(gw.default_wasm()), tls_cert=str(cert),
                           tls_key=str(key), ca_bundle=str(cert), **settings)
     text = d.render()
     code = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
     assert not [line for line in code if "${" in line or "#{" in line]
-    ok, out = deploy.envoy_validate(text, env={KEK_ENV: TEST_KEY_HEX})
+    assert CLIENT_SECRET_ENV in text  # handed to the wasm VM
+    ok, out = deploy.envoy_validate(text, env={KEK_ENV: TEST_KEY_HEX, CLIENT_SECRET_ENV: "render-test-secret-0000000000000000000000"})
     assert ok, out
     # Retries only on the GET/HEAD routes; mirroring only on PUT routes.
     import yaml
@@ -422,11 +428,15 @@ def test_deploy_cli_render_and_check(certs, tmp_path):
     cert, key = certs
     (tmp_path / "plugin.json").write_text(json.dumps(PLUGIN))
     out = tmp_path / "envoy.yaml"
-    r = subprocess.run([sys.executable, str(ENVOY_DIR / "deploy.py"), "render", "--provider", "r2",
-                        "--account-id", "0123abcd", "--plugin-config", str(tmp_path / "plugin.json"),
-                        "--wasm", str(gw.default_wasm()), "--tls-cert", str(cert), "--tls-key", str(key),
-                        "--validate", "-o", str(out)],
-                       capture_output=True, text=True, env={**os.environ, KEK_ENV: TEST_KEY_HEX})
+    render = [sys.executable, str(ENVOY_DIR / "deploy.py"), "render", "--provider", "r2",
+              "--account-id", "0123abcd", "--plugin-config", str(tmp_path / "plugin.json"),
+              "--wasm", str(gw.default_wasm()), "--tls-cert", str(cert), "--tls-key", str(key),
+              "--validate", "-o", str(out)]
+    # No "clients" and no client certificates: refused unless said out loud.
+    r = subprocess.run(render, capture_output=True, text=True, env={**os.environ, KEK_ENV: TEST_KEY_HEX})
+    assert r.returncode == 2 and "clients: required" in r.stderr and not out.exists(), r.stderr
+    r = subprocess.run(render + ["--allow-unauthenticated"], capture_output=True, text=True,
+                       env={**os.environ, KEK_ENV: TEST_KEY_HEX})
     assert r.returncode == 0, r.stderr
     assert "envoy --mode validate: OK" in r.stderr and out.is_file()
     r = subprocess.run([sys.executable, str(ENVOY_DIR / "deploy.py"), "check", "--provider", "r2",
@@ -878,8 +888,11 @@ def test_kubernetes_configmap_is_current_and_passes_envoy_validate(certs, tmp_pa
              .replace("/etc/s3crypt/tls/tls.key", str(key))
              .replace("/etc/s3crypt/filter/s3crypt_filter.wasm", str(gw.default_wasm())))
     assert str(cert) in local and str(gw.default_wasm()) in local
-    ok, out_text = deploy.envoy_validate(local, env={"S3CRYPT_KEK_2026_11": TEST_KEY_HEX})
+    ok, out_text = deploy.envoy_validate(local, env={"S3CRYPT_KEK_2026_11": TEST_KEY_HEX,
+                                                     "S3CRYPT_CLIENT_ADMIN_SECRET": "validate-secret-00000000000000000000"})
     assert ok, out_text
+    # The in-cluster Service answers only clients that sign with a gateway key.
+    assert json.loads((K8S_DIR / "plugin.json").read_text())["clients"]
 
 
 ISTIO_MODELS = {
@@ -1043,7 +1056,10 @@ def test_istio_manifests_match_the_istio_crd_schemas(istio_models):
 
 def test_istio_plugin_settings_agree_with_the_kubernetes_ones():
     docs = {d["kind"]: d for _, d in istio_docs()}
+    # The same settings, except that the sidecar serves only its own pod's
+    # application (outbound): it has no client keys of its own.
     plugin = json.loads((K8S_DIR / "plugin.json").read_text())
+    del plugin["clients"]
     wasm = docs["WasmPlugin"]["spec"]
     assert wasm["failStrategy"] == "FAIL_CLOSE"
     assert wasm["pluginConfig"] == plugin
