@@ -6,9 +6,11 @@
 //!   canonical form to the same range;
 //! * `resolve` is S3's rule, and its span always lies inside the object;
 //! * `upstream_header` is a range the same parser reads, starting on a chunk
-//!   boundary (or a suffix), and the ciphertext it asks for covers every
-//!   chunk holding the resolved plaintext span, for objects of any length;
-//!   `None` only when the ciphertext offsets overflow u64;
+//!   boundary or at the plaintext offset less than one sealed chunk before it
+//!   (or a suffix), and the ciphertext it asks for covers every chunk holding
+//!   the resolved plaintext span, for objects of any length; `None` only when
+//!   the ciphertext offsets overflow u64;
+//! * `covers_unsealed` says whether it starts at or before the plaintext offset;
 //! * `parse_content_range` gives `s <= e < total`.
 #![no_main]
 
@@ -74,7 +76,12 @@ fuzz_target!(|data: &[u8]| {
     };
     let up = range::parse(&header).unwrap_or_else(|| panic!("upstream range {header:?} does not parse"));
     match (r, up) {
-        (ByteRange::Span(..), ByteRange::Span(s, _)) | (ByteRange::From(_), ByteRange::From(s)) => assert_eq!(u128::from(s) % sealed, 0, "{header} does not start on a chunk"),
+        (ByteRange::Span(a, _), ByteRange::Span(s, _)) | (ByteRange::From(a), ByteRange::From(s)) => {
+            let chunk_start = u128::from(a) / cc * sealed;
+            let (s, a) = (u128::from(s), u128::from(a));
+            assert!(s == chunk_start || (s == a && a < chunk_start && chunk_start - a < sealed), "{header} starts neither on the chunk of {a} nor at {a} within a chunk of it");
+            assert_eq!(range::covers_unsealed(r, c), s <= a, "covers_unsealed({r:?}) with {header}");
+        }
         (ByteRange::Suffix(_), ByteRange::Suffix(_)) => {}
         _ => panic!("{r:?} became {up:?}"),
     }
