@@ -7,6 +7,7 @@
 //! from its own headers, so a stale entry costs one failed read (and is then
 //! forgotten), never wrong bytes.
 
+use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,14 +19,18 @@ pub enum Layout {
 }
 
 /// A bounded map from (bucket, key, version) to the layout last seen; the
-/// oldest entry makes room for a new one.
+/// oldest entry makes room for a new one. Objects are named by a 128-bit hash
+/// (keys run up to 1 KiB): a collision could only pick a wrong range, which
+/// fails one read.
 pub struct LayoutCache {
     capacity: usize,
-    entries: HashMap<String, Layout>,
-    order: VecDeque<String>,
+    entries: HashMap<ObjectId, Layout>,
+    order: VecDeque<ObjectId>,
 }
 
-/// Enough for the objects a worker downloads at once; an entry is ~100 bytes.
+type ObjectId = [u8; 16];
+
+/// Enough for the objects a worker downloads at once; an entry is ~50 bytes.
 const DEFAULT_ENTRIES: usize = 4096;
 
 impl Default for LayoutCache {
@@ -57,7 +62,7 @@ impl LayoutCache {
                 None => break,
             }
         }
-        self.order.push_back(id.clone());
+        self.order.push_back(id);
         self.entries.insert(id, layout);
     }
 
@@ -69,9 +74,13 @@ impl LayoutCache {
     }
 }
 
-/// Bucket names hold no newline, so the parts cannot run into each other.
-fn id(bucket: &str, key: &str, version: Option<&str>) -> String {
-    format!("{bucket}\n{}\n{key}", version.unwrap_or(""))
+/// Bucket names and version ids hold no newline, so the parts cannot run
+/// into each other.
+fn id(bucket: &str, key: &str, version: Option<&str>) -> ObjectId {
+    let digest = Sha256::new().chain_update(bucket).chain_update("\n").chain_update(version.unwrap_or("")).chain_update("\n").chain_update(key).finalize();
+    let mut id = ObjectId::default();
+    id.iter_mut().zip(digest.iter()).for_each(|(to, from)| *to = *from);
+    id
 }
 
 #[cfg(test)]
