@@ -118,9 +118,9 @@ def test_rclone(rclone, new_bucket, backend_s3, data_dir, tmp_path):
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "rclone's use_multipart_etag (default for providers AWS, Minio, Ceph, ...) checks the Complete "
-    "ETag against md5(part MD5s)-N of the plaintext; the gateway returns the backend's ETag of the "
-    "ciphertext parts: 'multipart upload corrupted: Etag differ'"))
+    "rclone's use_multipart_etag (default for providers AWS, Minio, Ceph, ...) checks the ETag a "
+    "HEAD shows after the upload against md5(part MD5s)-N of the plaintext; the object's ETag is the "
+    "backend's, of the ciphertext parts: 'multipart upload corrupted: Etag differ'"))
 def test_rclone_multipart_etag_check(rclone, new_bucket, tmp_path):
     bucket = new_bucket("rclone-mpetag")
     src = tmp_path / "big.bin"
