@@ -736,15 +736,23 @@ impl Exchange {
                 // (range::upstream_suffix_from); deep into an object that
                 // may be stored without envelope, the chunk-aligned range
                 // misses its bytes (range::covers_unsealed).
-                // The layout seen last time spares the HEAD.
+                // The layout seen last time spares the HEAD, and lays the
+                // range out for an object sealed with another chunk size.
                 let may_be_unsealed = request.plaintext_bucket || settings.unencrypted_objects == crate::config::UnencryptedObjects::Pass;
                 self.read_version = s3::query_param(path, "versionId");
+                let known = self.known_layout();
                 let mut needs_head = request.range.filter(|r| matches!(r, crate::range::ByteRange::Suffix(_)));
+                if let (Some(r), Some(Layout::Sealed(chunk)), None) = (request.range, known, needs_head) {
+                    if let Some(value) = crate::range::upstream_header(r, chunk).filter(|_| chunk != request.aligned_to) {
+                        host::set_header(host::REQUEST_HEADERS, "range", &value).map_err(host_error)?;
+                        request.aligned_to = chunk;
+                    }
+                }
                 if let Some(deep) = request.range.filter(|&r| needs_head.is_none() && may_be_unsealed && !crate::range::covers_unsealed(r, request.aligned_to)) {
-                    match self.known_layout() {
-                        Some(Layout::Sealed(chunk)) if chunk == request.aligned_to => {}
+                    match known {
+                        Some(Layout::Sealed(_)) => {}
                         Some(Layout::Unsealed) => host::set_header(host::REQUEST_HEADERS, "range", &crate::range::unsealed_header(deep)).map_err(host_error)?,
-                        _ => needs_head = Some(deep),
+                        None => needs_head = Some(deep),
                     }
                 }
                 self.read = Some(request);
@@ -822,14 +830,21 @@ impl Exchange {
         let range = self.sizing_range.take();
         let head = host::get_headers(host::CALL_RESPONSE_HEADERS).map_err(host_error)?;
         let found = header(&head, ":status") == Some("200");
-        if found {
-            self.learn_layout(&head);
+        let layout = if found { self.learn_layout(&head) } else { None };
+        // Sealed with another chunk size than configured: laid out for its own.
+        if let (Some(Layout::Sealed(chunk)), Some(read)) = (layout, self.read.as_mut()) {
+            read.aligned_to = chunk;
         }
         let n = match range {
             Some(crate::range::ByteRange::Suffix(n)) => n,
             Some(r) => {
-                if found && header(&head, crate::envelope::METADATA_HEADER).is_none() {
-                    host::set_header(host::REQUEST_HEADERS, "range", &crate::range::unsealed_header(r)).map_err(host_error)?;
+                let value = match layout {
+                    Some(Layout::Unsealed) => Some(crate::range::unsealed_header(r)),
+                    Some(Layout::Sealed(chunk)) => crate::range::upstream_header(r, chunk),
+                    None => None,
+                };
+                if let Some(value) = value {
+                    host::set_header(host::REQUEST_HEADERS, "range", &value).map_err(host_error)?;
                 }
                 return self.resume_held_request();
             }
@@ -1080,11 +1095,14 @@ impl Exchange {
     fn plan_read(&mut self, headers: &[(String, String)], kms_dek: Option<&[u8; crate::cipher::KEY_LEN]>) -> Result<(), S3Error> {
         let settings = self.settings.clone().ok_or_else(|| S3Error::new(503, "ServiceUnavailable", "not configured"))?;
         let request = self.read.as_ref().ok_or_else(|| S3Error::new(500, "InternalError", "no read request"))?;
-        if matches!(header(headers, ":status"), Some("200" | "206")) && !request.part_number {
-            self.learn_layout(headers);
-        }
+        // What this response shows replaces what was remembered (a read that
+        // fails on a stale entry is right on the next try); other answers
+        // (the object is gone, say) forget it.
+        let learned = matches!(header(headers, ":status"), Some("200" | "206")) && !request.part_number && self.learn_layout(headers).is_some();
         let plan = read::plan_response(headers, request, &settings, kms_dek).inspect_err(|e| {
-            self.forget_layout();
+            if !learned {
+                self.forget_layout();
+            }
             if e.status == 403 || e.code == "InternalError" {
                 Metrics::add(self.metrics.auth_failures, 1);
             }
@@ -1106,18 +1124,17 @@ impl Exchange {
         cache.get(&self.object.0, &self.object.1, self.read_version.as_deref())
     }
 
-    /// Remembers the layout a GET or HEAD of the object showed.
-    fn learn_layout(&self, headers: &[(String, String)]) {
+    /// Remembers, and returns, the layout a GET or HEAD of the object showed
+    /// (`None`: an envelope that does not parse).
+    fn learn_layout(&self, headers: &[(String, String)]) -> Option<Layout> {
         let layout = match header(headers, METADATA_HEADER) {
             None => Layout::Unsealed,
-            Some(value) => match Envelope::parse(value) {
-                Ok(envelope) => Layout::Sealed(envelope.chunk_size),
-                Err(_) => return,
-            },
+            Some(value) => Layout::Sealed(Envelope::parse(value).ok()?.chunk_size),
         };
         if let Some(mut cache) = self.layouts.as_ref().and_then(|c| c.try_borrow_mut().ok()) {
             cache.remember(&self.object.0, &self.object.1, self.read_version.as_deref(), layout);
         }
+        Some(layout)
     }
 
     /// A read failed: its object may have changed since it was seen.
